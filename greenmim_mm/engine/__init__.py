@@ -1,0 +1,1 @@
+from . import compat, hooks  # noqa: F401  (registration side effects)

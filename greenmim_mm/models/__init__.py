@@ -1,0 +1,1 @@
+from . import backbones, necks, selfsup  # noqa: F401  (registration side effects)
