@@ -17,6 +17,12 @@ if [ ! -f "$CONFIG" ]; then
     exit 2
 fi
 
+# torchrun ends a failed run with a long report of its own: repeat the workers' first
+# one-line "error: ..." (a bad argument) after it, as the last line. stderr goes
+# through tee for that; stdout goes straight to fd 3, a copy of our stdout.
+ERRORS=$(mktemp)
+trap 'rm -f "$ERRORS"' EXIT
+exec 3>&1
 PYTHONPATH="$(dirname "$0")/..":${PYTHONPATH} \
 python -m torch.distributed.run \
     --nnodes=$NNODES \
@@ -26,4 +32,8 @@ python -m torch.distributed.run \
     --master_port=$PORT \
     "$(dirname "$0")/train.py" \
     "$CONFIG" \
-    --launcher pytorch "${@:3}"
+    --launcher pytorch "${@:3}" \
+    2>&1 1>&3 3>&- | tee "$ERRORS" >&2
+STATUS=${PIPESTATUS[0]}
+if [ $STATUS -ne 0 ]; then grep -m1 '^error: ' "$ERRORS" >&2; fi
+exit $STATUS

@@ -38,11 +38,11 @@ def _check_key_exists(cfg: Config, dotted_key: str) -> None:
     for part in dotted_key.split('.'):
         if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
+        elif isinstance(node, (dict, Config)) and part in node:  # a Config is not a dict
             node = node[part]
         else:
             where = '.'.join(walked) or 'the top level'
-            choices = list(node.keys()) if isinstance(node, dict) else []
+            choices = list(node.keys()) if isinstance(node, (dict, Config)) else []
             close = difflib.get_close_matches(part, choices, n=3)
             hint = f'; did you mean {", ".join(close)}?' if close else ''
             raise UsageError(
@@ -54,7 +54,8 @@ def _check_key_exists(cfg: Config, dotted_key: str) -> None:
 def require_file(path: Optional[str], what: str) -> None:
     """Raise ``UsageError`` if ``path`` is given and is not a readable file."""
     if path is not None and not osp.isfile(path):
-        raise UsageError(f'{what} not found: {path}')
+        raise UsageError(f'{what} not found: {path} (check the path: training writes '
+                         'its checkpoints into the work dir, e.g. iter_1000.pth)')
 
 
 def default_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> str:

@@ -1,0 +1,20 @@
+# The README's commands. Each target installs (or checks, in seconds) the environment first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export GREENMIM_VENV := $(abspath $(VENV))
+
+.PHONY: install demo test test-slow benchmark
+install:
+	bash tools/install.sh
+
+demo: install  ## pretrain a tiny GreenMIM Swin on the photographs shipped with scikit-image
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) tools/train.py configs/pretrain/greenmim_swin_demo.py --work-dir work_dirs/greenmim_swin_demo
+
+test: install  ## the test suite CI runs
+	$(PY) -m pytest tests -q
+
+test-slow: install  ## the long end-to-end checks kept out of the default run
+	$(PY) -m pytest tests -q -m slow
+
+benchmark: install  ## GreenMIM vs SimMIM training step, ratios side by side
+	$(PY) tools/benchmark.py

@@ -1,0 +1,135 @@
+"""Shared fixtures: generated data (never downloaded) and a runner for ``tools/``."""
+import os
+import os.path as osp
+import signal
+import socket
+import subprocess
+import sys
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import pytest
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TEST_CONFIGS = osp.join(REPO_ROOT, 'tests', 'tools', 'configs')
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for torchrun's rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def tool_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment the tools run in: this venv's ``python`` first on ``PATH`` (the
+    ``dist_*.sh`` scripts call plain ``python``), one thread per process, a free port."""
+    env = dict(os.environ)
+    env['PATH'] = osp.dirname(sys.executable) + os.pathsep + env.get('PATH', '')
+    env['PYTHONPATH'] = REPO_ROOT + os.pathsep + env.get('PYTHONPATH', '')
+    env.setdefault('OMP_NUM_THREADS', '1')
+    env['PORT'] = str(free_port())
+    env.update(extra or {})
+    return env
+
+
+class ToolResult(subprocess.CompletedProcess):
+    """A finished tool run; ``output`` is stdout and stderr together."""
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    @property
+    def last_error_line(self) -> str:
+        """The last non-empty line of stderr (where the tools put a one-line error)."""
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        return lines[-1] if lines else ''
+
+    def describe(self) -> str:
+        """The command, its exit status and the end of its output (for asserts)."""
+        return (f'{" ".join(self.args)} -> {self.returncode}\n'
+                f'--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}')
+
+
+def _run_tool(args: Sequence[str], timeout: float = 120,
+              env: Optional[Dict[str, str]] = None) -> ToolResult:
+    """Run ``args`` from the repository root and capture its output.
+
+    ``args`` starts with a tool path: ``.py`` files run with this interpreter, ``.sh``
+    files with bash, e.g. ``run_tool(['tools/train.py', cfg, '--work-dir', d])``;
+    ``env`` adds variables to :func:`tool_env`. On timeout the whole process group is
+    killed (torchrun's workers included) and the test fails with the output so far.
+    """
+    args = [str(a) for a in args]
+    if args[0].endswith('.py'):
+        args = [sys.executable] + args
+    elif args[0].endswith('.sh'):
+        args = ['bash'] + args
+    proc = subprocess.Popen(args, cwd=REPO_ROOT, env=tool_env(env), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f'{" ".join(args)} ran over {timeout}s\n'
+                    f'--- stdout\n{stdout[-3000:]}\n--- stderr\n{stderr[-3000:]}')
+    return ToolResult(args, proc.returncode, stdout, stderr)
+
+
+@pytest.fixture(scope='session')
+def run_tool():
+    """:func:`_run_tool`: run a ``tools/`` script in a subprocess, from the repo root."""
+    return _run_tool
+
+
+def write_image_folder(root: str, num_classes: int = 2, per_class: int = 8,
+                       size: int = 32, seed: int = 0) -> str:
+    """An ImageNet-style folder ``root/class_k/img_i.png`` of generated images.
+
+    Class ``k`` is a noisy image whose mean brightness grows with ``k``, so the classes
+    are learnable. Returns ``root``.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for k in range(num_classes):
+        os.makedirs(osp.join(root, f'class_{k}'), exist_ok=True)
+        level = 255 * (k + 1) / (num_classes + 1)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(level, 30, (size, size, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(
+                osp.join(root, f'class_{k}', f'img_{i}.png'))
+    return root
+
+
+@pytest.fixture(scope='session')
+def image_folder(tmp_path_factory) -> str:
+    """16 generated 32x32 PNGs in two class folders (shared, read-only)."""
+    return write_image_folder(str(tmp_path_factory.mktemp('tiny_cls')))
+
+
+@pytest.fixture(scope='session')
+def demo_coco(tmp_path_factory) -> Dict[str, str]:
+    """The shapes set of ``tools/make_demo_coco.py``: 8 train, 4 val images of 128 px."""
+    from greenmim_mm.datasets.demo_coco import make_demo_coco
+    return make_demo_coco(str(tmp_path_factory.mktemp('demo_coco')),
+                          num_train=8, num_val=4, size=128, seed=0)
+
+
+@pytest.fixture(scope='session')
+def tiny_cls_run(tmp_path_factory, image_folder) -> Dict[str, object]:
+    """A 2-process ``tools/dist_train.sh`` run (gloo on the CPU) of the tiny
+    classification config: 4 iterations, checkpoints at iterations 2 and 4.
+
+    Shared, so treat its ``work_dir`` as read-only (copy it to change it). Returns
+    ``dict(config, work_dir, env, result)``; ``env`` points the config at the data.
+    """
+    work_dir = str(tmp_path_factory.mktemp('tiny_cls_work'))
+    env = {'GREENMIM_TINY_CLS_DATA': image_folder}
+    config = osp.join(TEST_CONFIGS, 'tiny_cls.py')
+    result = _run_tool(['tools/dist_train.sh', config, '2', '--work-dir', work_dir],
+                       timeout=300, env=env)
+    return dict(config=config, work_dir=work_dir, env=env, result=result)

@@ -1,0 +1,78 @@
+"""``tools/dist_train.sh`` (2 CPU processes over gloo), ``tools/train.py --resume`` and
+``tools/test.py`` on the tiny classification config, end to end in subprocesses."""
+import os.path as osp
+import pickle
+import re
+import shutil
+
+import torch
+
+
+def _top1(output: str) -> float:
+    """The last ``accuracy/top1`` a run logged."""
+    values = re.findall(r'accuracy/top1: ([\d.]+)', output)
+    assert values, 'no accuracy/top1 in the output'
+    return float(values[-1])
+
+
+def test_dist_train_writes_checkpoints(tiny_cls_run):
+    result, work_dir = tiny_cls_run['result'], tiny_cls_run['work_dir']
+    assert result.returncode == 0, result.describe()
+    output = result.output
+    assert 'Distributed training: True' in output
+    assert 'GPU number: 2' in output  # the world size, whatever the device
+    assert 'Iter(train) [4/4]' in output
+    assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        assert f.read().strip() == osp.join(work_dir, 'iter_4.pth')
+
+
+def test_runner_checkpoint_loads_with_weights_only(tiny_cls_run):
+    """torch >= 2.6 loads with ``weights_only=True`` by default; ``import greenmim_mm``
+    lets it read everything mmengine's Runner saves, message hub included."""
+    import greenmim_mm  # noqa: F401
+    from mmengine.logging import HistoryBuffer
+
+    checkpoint = torch.load(osp.join(tiny_cls_run['work_dir'], 'iter_4.pth'),
+                            map_location='cpu', weights_only=True)
+    assert checkpoint['meta']['iter'] == 4
+    assert set(checkpoint) >= {'state_dict', 'optimizer', 'message_hub',
+                               'param_schedulers'}
+    assert not any(key.startswith('module.') for key in checkpoint['state_dict'])
+    loss = checkpoint['message_hub']['log_scalars']['train/loss']
+    assert isinstance(loss, HistoryBuffer)
+    assert loss.mean() > 0  # the statistics methods work after unpickling
+
+
+def test_train_resume_continues_iterations(run_tool, tiny_cls_run, tmp_path):
+    work_dir = str(tmp_path / 'work')
+    shutil.copytree(tiny_cls_run['work_dir'], work_dir)
+    with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:
+        f.write(osp.join(work_dir, 'iter_4.pth'))  # the copy, not the original
+    result = run_tool(['tools/train.py', tiny_cls_run['config'], '--work-dir', work_dir,
+                       '--resume', '--cfg-options', 'train_cfg.max_iters=6'],
+                      env=tiny_cls_run['env'])
+    assert result.returncode == 0, result.describe()
+    output = result.output
+    assert 'resumed epoch: 0, iter: 4' in output
+    assert 'Iter(train) [5/6]' in output and 'Iter(train) [6/6]' in output
+    assert 'Iter(train) [1/6]' not in output
+    checkpoint = torch.load(osp.join(work_dir, 'iter_6.pth'), map_location='cpu',
+                            weights_only=True)
+    assert checkpoint['meta']['iter'] == 6
+
+
+def test_test_tool_evaluates_checkpoint(run_tool, tiny_cls_run, tmp_path):
+    """``tools/test.py`` loads the weights (``load_from``): it reproduces the accuracy
+    the distributed run measured with them, and ``--out`` dumps every prediction."""
+    checkpoint = osp.join(tiny_cls_run['work_dir'], 'iter_4.pth')
+    out_file = str(tmp_path / 'predictions.pkl')
+    result = run_tool(['tools/test.py', tiny_cls_run['config'], checkpoint,
+                       '--work-dir', str(tmp_path / 'test'), '--out', out_file],
+                      env=tiny_cls_run['env'])
+    assert result.returncode == 0, result.describe()
+    assert 'Load checkpoint from' in result.output
+    assert _top1(result.output) == _top1(tiny_cls_run['result'].output)
+    with open(out_file, 'rb') as f:
+        predictions = pickle.load(f)
+    assert len(predictions) == 16 and 'pred_score' in predictions[0]
