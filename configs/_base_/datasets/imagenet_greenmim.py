@@ -1,0 +1,29 @@
+# ImageNet-1k train split, MAE's augmentation, GreenMIM's unit masks.
+dataset_type = 'ImageNet'
+data_root = 'data/imagenet/'
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='RandomResizedCrop',
+        scale=224,
+        crop_ratio_range=(0.2, 1.0),
+        backend='pillow',
+        interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5),
+    # (224 / 32)^2 = 49 units, int(49 * 0.25) = 12 visible per image
+    dict(type='GreenMIMMaskGenerator', mask_ratio=0.75, mask_unit=32),
+    dict(type='PackInputs')
+]
+
+train_dataloader = dict(
+    batch_size=256,  # per GPU
+    num_workers=8,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    collate_fn=dict(type='default_collate'),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='train',
+        pipeline=train_pipeline))

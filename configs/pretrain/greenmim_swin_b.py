@@ -1,0 +1,69 @@
+# GreenMIM Swin-B (window 7), the paper's recipe: 224 px, mask ratio 0.75, 800 epochs
+# on ImageNet-1k, for 8 GPUs:
+#   bash tools/dist_train.sh configs/pretrain/greenmim_swin_b.py 8
+_base_ = [
+    '../_base_/models/greenmim_swin_b.py',
+    '../_base_/datasets/imagenet_greenmim.py',
+    'mmpretrain::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
+default_scope = 'mmpretrain'
+
+# Batch: the paper trains with 2048 images per step (the OpenMMLab port of GreenMIM
+# ran 16 GPUs x 128). This config is for `dist_train.sh CONFIG 8`: 8 GPUs x 256 =
+# 2048, so the learning rate is the paper's 1.5e-4 per 256 images x 2048 / 256 =
+# 1.2e-3. On another setup run with `--auto-scale-lr`: lr is rescaled by
+# (GPUs x batch per GPU) / base_batch_size below, e.g. 16 x 128 keeps 1.2e-3.
+train_dataloader = dict(batch_size=256)
+auto_scale_lr = dict(base_batch_size=2048)
+
+optim_wrapper = dict(
+    type='AmpOptimWrapper',
+    loss_scale='dynamic',
+    optimizer=dict(
+        type='AdamW',
+        lr=1.5e-4 * 2048 / 256,
+        betas=(0.9, 0.95),
+        weight_decay=0.05),
+    # no weight decay on norms, biases, position tables and the mask token
+    paramwise_cfg=dict(
+        norm_decay_mult=0.0,
+        bias_decay_mult=0.0,
+        custom_keys={
+            'absolute_pos_embed': dict(decay_mult=0.0),
+            'relative_position_bias_table': dict(decay_mult=0.0),
+            'mask_token': dict(decay_mult=0.0),
+        }))
+
+# 40 warm-up epochs, then cosine to 0 over the remaining 760
+max_epochs = 800
+warmup_epochs = 40
+param_scheduler = [
+    dict(
+        type='LinearLR',
+        start_factor=1e-4,
+        by_epoch=True,
+        begin=0,
+        end=warmup_epochs,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        T_max=max_epochs - warmup_epochs,
+        eta_min=0.0,
+        by_epoch=True,
+        begin=warmup_epochs,
+        end=max_epochs,
+        convert_to_iter_based=True)
+]
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
+
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=100),
+    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))
+# 1,281,167 images / 2048 = 625 iterations per epoch: a picture every 10 epochs
+custom_hooks = [
+    dict(type='ReconstructionVisualizationHook', interval=6250, num_images=4)
+]
+
+randomness = dict(seed=0, diff_rank_seed=True)
+resume = True  # pick up the latest checkpoint of the work dir after a preemption

@@ -1,0 +1,3 @@
+from .greenmim_decoder import GreenMIMDecoder
+
+__all__ = ['GreenMIMDecoder']

@@ -1,0 +1,3 @@
+from .greenmim import GreenMIM, GreenMIMDataPreprocessor
+
+__all__ = ['GreenMIM', 'GreenMIMDataPreprocessor']

@@ -1,0 +1,158 @@
+"""GreenMIM: masked image modeling on the visible mask units of a hierarchical ViT.
+
+``loss()`` is the whole recipe: stack the per-sample unit masks drawn by the data
+pipeline (``GreenMIMMaskGenerator``), encode the visible units only
+(``backbone(img, mask)``), decode every unit (``GreenMIMDecoder``) and score the masked
+ones (``MAEPretrainHead``: MSE on per-unit normalised pixels).
+"""
+import warnings
+from typing import Dict, List, Optional, Union
+
+import torch
+from mmpretrain.models.selfsup import BaseSelfSupervisor
+from mmpretrain.models.utils import SelfSupDataPreprocessor
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+from torch import Tensor, nn
+
+from ...ops.masking import check_unit_mask
+
+MASK_MODES = ('sample', 'batch')
+
+
+@MODELS.register_module()
+class GreenMIMDataPreprocessor(SelfSupDataPreprocessor):
+    """``SelfSupDataPreprocessor`` that leaves the unit masks on the CPU.
+
+    mmengine moves every tensor of the data samples to the training device. The
+    GreenMIM backbone computes its grouping plans on the CPU from the mask, so a mask
+    on the GPU would have to be copied back, synchronising the GPU every step. This
+    preprocessor takes ``data_sample.mask`` out before the move and puts the same CPU
+    tensor back on the moved samples (the input batch is left as it was). Everything
+    else is ``SelfSupDataPreprocessor`` (same arguments).
+    """
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        samples = data.get('data_samples') or []
+        masks = [sample.pop('mask', None) for sample in samples]
+        try:
+            out = super().forward(data, training)
+        finally:
+            for sample, mask in zip(samples, masks):
+                if mask is not None:
+                    sample.mask = mask
+        for sample, mask in zip(out['data_samples'] or [], masks):
+            if mask is not None:
+                sample.mask = mask
+        return out
+
+
+@MODELS.register_module()
+class GreenMIM(BaseSelfSupervisor):
+    """GreenMIM (Huang et al., NeurIPS 2022): MAE-style pretraining of hierarchical ViTs.
+
+    Implementation of `Green Hierarchical Vision Transformer for Masked Image Modeling
+    <https://arxiv.org/abs/2205.13515>`_.
+
+    The backbone must accept ``backbone(img, mask)`` and return a tuple whose last
+    item is ``(B, N_vis, C)``: one token per visible mask unit, in row-major order of
+    the visible units (``GreenMIMSwinTransformer`` with ``out_indices=(3,)``).
+
+    Args:
+        backbone: Config of the visible-only backbone.
+        neck: Config of the decoder, e.g. ``GreenMIMDecoder``.
+        head: Config of the reconstruction head, e.g. ``MAEPretrainHead(norm_pix=True,
+            patch_size=32)``. mmpretrain's head patchifies square images only.
+        mask_mode: ``'sample'`` (default) uses each sample's own mask; ``'batch'`` uses
+            the first sample's mask for the whole batch, like the published code.
+        data_preprocessor: Defaults to ``GreenMIMDataPreprocessor`` (keeps the masks
+            on the CPU); a dict without ``type`` gets that type.
+        **kwargs: Passed on to ``BaseSelfSupervisor`` (``init_cfg``, ...).
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 neck: dict,
+                 head: dict,
+                 mask_mode: str = 'sample',
+                 data_preprocessor: Optional[Union[dict, nn.Module]] = None,
+                 **kwargs) -> None:
+        if mask_mode not in MASK_MODES:
+            raise ValueError(
+                f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}: 'sample' "
+                "draws a mask per image, 'batch' shares one across the batch.")
+        if data_preprocessor is None or isinstance(data_preprocessor, dict):
+            data_preprocessor = dict(data_preprocessor or {})
+            data_preprocessor.setdefault('type', 'GreenMIMDataPreprocessor')
+        super().__init__(
+            backbone=backbone, neck=neck, head=head,
+            data_preprocessor=data_preprocessor, **kwargs)
+        self.mask_mode = mask_mode
+
+    def unit_masks(self, inputs: Tensor, data_samples: List[DataSample]) -> Tensor:
+        """Stack the masks of the samples into ``(B, Hu, Wu)`` bool, on the CPU.
+
+        Checks them against the images: one unit is ``head.patch_size`` pixels.
+        """
+        if not data_samples or 'mask' not in data_samples[0]:
+            raise ValueError(
+                'GreenMIM needs a unit mask per sample: add '
+                "dict(type='GreenMIMMaskGenerator') before PackInputs in the pipeline.")
+        mask = torch.stack([sample.mask for sample in data_samples])
+        if mask.device.type != 'cpu':
+            warnings.warn(
+                'The unit masks reached GreenMIM on the device; copying them back to '
+                'the CPU synchronises it every step. Use '
+                "data_preprocessor=dict(type='GreenMIMDataPreprocessor').")
+            mask = mask.cpu()
+        check_unit_mask(mask)
+        unit = self.head.patch_size
+        height, width = inputs.shape[-2:]
+        if (mask.shape[1] * unit, mask.shape[2] * unit) != (height, width):
+            raise ValueError(
+                f'Masks of {mask.shape[1]}x{mask.shape[2]} units of {unit} px do not '
+                f'cover {height}x{width} images: give GreenMIMMaskGenerator '
+                f'mask_unit={unit} (the head patch_size) and run it after the crop.')
+        if height != width:
+            raise ValueError(
+                f'mmpretrain\'s MAEPretrainHead only patchifies square images, got '
+                f'{height}x{width}: crop the images to a square size.')
+        if self.mask_mode == 'batch':
+            mask = mask[:1].expand_as(mask).contiguous()
+        return mask
+
+    def predict_pixels(self, inputs: Tensor, mask: Tensor) -> Tensor:
+        """Encoder on the visible units, then decoder: ``(B, Hu*Wu, unit*unit*3)``."""
+        latent = self.backbone(inputs, mask)[-1]  # B, N_vis, C
+        return self.neck(latent, mask)
+
+    def loss(self, inputs: Tensor, data_samples: List[DataSample],
+             **kwargs) -> Dict[str, Tensor]:
+        """MSE on the normalised pixels of the masked units.
+
+        Args:
+            inputs: ``(B, 3, H, W)`` normalised images.
+            data_samples: Their data samples, each with a ``(Hu, Wu)`` bool ``mask``.
+        """
+        mask = self.unit_masks(inputs, data_samples)  # B, Hu, Wu (CPU)
+        pred = self.predict_pixels(inputs, mask)
+        weight = mask.flatten(1).to(pred.device, non_blocking=True).to(pred.dtype)
+        return dict(loss=self.head.loss(pred, inputs, weight))
+
+    @torch.no_grad()
+    def reconstruct(self, inputs: Tensor, data_samples: List[DataSample]) -> Tensor:
+        """The predicted image, ``(B, 3, H, W)``, in the space of ``inputs``.
+
+        With ``head.norm_pix`` the decoder predicts each unit normalised by its own
+        pixel mean and std; as MAE's visualisation does, those are taken from the
+        input image to bring the prediction back to pixels, so the picture shows the
+        structure the model predicts, with the true brightness and contrast per unit.
+        """
+        mask = self.unit_masks(inputs, data_samples)
+        pred = self.predict_pixels(inputs, mask)
+        if self.head.norm_pix:
+            target = self.head.patchify(inputs)  # B, L, p*p*3
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            pred = pred * (var + 1.e-6)**.5 + mean
+        return self.head.unpatchify(pred)

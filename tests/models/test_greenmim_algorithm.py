@@ -1,0 +1,218 @@
+"""GreenMIM: the loss is MAE's masked-unit MSE, computed from visible pixels only."""
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.dataset import default_collate
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope, init_default_scope
+from mmpretrain.models.backbones import SwinTransformer
+from mmpretrain.registry import DATASETS, MODELS
+from mmpretrain.structures import DataSample
+
+import greenmim_mm  # noqa: F401  (registers the algorithm)
+from greenmim_mm.models.backbones import GreenMIMSwinTransformer
+
+CONFIGS = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'pretrain')
+UNIT = 32
+
+
+@pytest.fixture(autouse=True)
+def mmpretrain_scope():
+    """Build in mmpretrain's registries whatever scope an earlier test left current."""
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        yield
+
+
+def tiny_model(mask_mode: str = 'sample', seed: int = 0):
+    """GreenMIM with a 4-stage Swin of 16 channels and two blocks per stage."""
+    torch.manual_seed(seed)
+    model = MODELS.build(dict(
+        type='GreenMIM',
+        mask_mode=mask_mode,
+        data_preprocessor=dict(
+            mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
+            to_rgb=True),
+        backbone=dict(
+            type='GreenMIMSwinTransformer',
+            arch=dict(embed_dims=16, depths=[2, 2, 2, 2], num_heads=[1, 1, 2, 2]),
+            img_size=64, window_size=2, drop_path_rate=0.0, out_indices=(3, ),
+            mask_unit=UNIT),
+        neck=dict(type='GreenMIMDecoder', patch_size=UNIT, embed_dim=128,
+                  decoder_embed_dim=16, decoder_num_heads=2),
+        head=dict(type='MAEPretrainHead', norm_pix=True, patch_size=UNIT,
+                  loss=dict(type='PixelReconstructionLoss', criterion='L2'))))
+    model.init_weights()
+    return model
+
+
+def random_masks(batch: int, grid=(3, 3), num_visible: int = 2, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    num_units = grid[0] * grid[1]
+    mask = torch.ones(batch, num_units, dtype=torch.bool)
+    for row in mask:
+        row[torch.randperm(num_units, generator=gen)[:num_visible]] = False
+    return mask.view(batch, *grid)
+
+
+def samples(mask: torch.Tensor):
+    return [DataSample().set_mask(m) for m in mask]
+
+
+def test_backbone_is_the_real_greenmim_swin():
+    model = tiny_model()
+    assert type(model.backbone) is GreenMIMSwinTransformer
+    assert isinstance(model.backbone, SwinTransformer)
+    assert type(model.data_preprocessor).__name__ == 'GreenMIMDataPreprocessor'
+
+
+def test_loss_is_mse_on_normalised_pixels_of_masked_units():
+    model = tiny_model()
+    inputs = torch.randn(3, 3, 96, 96)
+    mask = random_masks(3, seed=1)
+    loss = model.loss(inputs, samples(mask))['loss']
+
+    pred = model.predict_pixels(inputs, mask)  # B, 9, 32*32*3
+    patches = inputs.reshape(3, 3, 3, UNIT, 3, UNIT).permute(0, 2, 4, 3, 5, 1)
+    patches = patches.reshape(3, 9, UNIT * UNIT * 3)  # (row, col) units, (y, x, c)
+    target = (patches - patches.mean(-1, keepdim=True)) / (
+        patches.var(-1, keepdim=True, unbiased=True) + 1e-6).sqrt()
+    per_unit = ((pred - target)**2).mean(-1)  # B, 9
+    expected = per_unit[mask.flatten(1)].mean()
+    torch.testing.assert_close(loss, expected)
+
+
+def test_prediction_ignores_masked_pixels():
+    model = tiny_model().eval()
+    inputs = torch.randn(2, 3, 96, 96)
+    mask = random_masks(2, seed=2)
+    pixels = mask.repeat_interleave(UNIT, 1).repeat_interleave(UNIT, 2)[:, None]
+    scrambled = torch.where(pixels, torch.randn_like(inputs) * 5, inputs)
+    torch.testing.assert_close(model.predict_pixels(scrambled, mask),
+                               model.predict_pixels(inputs, mask))
+
+
+def test_every_parameter_gets_a_gradient():
+    model = tiny_model()
+    model.loss(torch.randn(2, 3, 96, 96), samples(random_masks(2)))['loss'].backward()
+    missing = [name for name, p in model.named_parameters()
+               if p.requires_grad and p.grad is None]
+    assert not missing
+
+
+def test_mask_modes():
+    inputs = torch.zeros(4, 3, 96, 96)
+    mask = random_masks(4, seed=3)
+    per_sample = tiny_model('sample').unit_masks(inputs, samples(mask))
+    assert torch.equal(per_sample, mask)
+    shared = tiny_model('batch').unit_masks(inputs, samples(mask))
+    assert torch.equal(shared, mask[:1].expand(4, 3, 3))
+    loss = tiny_model('batch').loss(torch.randn(4, 3, 96, 96), samples(mask))['loss']
+    assert torch.isfinite(loss)
+
+
+def test_bad_mask_mode():
+    with pytest.raises(ValueError, match="mask_mode must be one of .*got 'image'"):
+        tiny_model('image')
+
+
+def test_preprocessor_keeps_masks_on_the_cpu():
+    """The images move to the model's device, the masks stay where the pipeline made
+    them (the 'meta' device stands in for a GPU)."""
+    model = tiny_model()
+    preprocessor = model.data_preprocessor.to(torch.device('meta'))
+    mask = random_masks(2)
+    batch = dict(inputs=torch.zeros(2, 3, 96, 96, dtype=torch.uint8),
+                 data_samples=samples(mask))
+    out = preprocessor(batch, True)
+    assert out['inputs'].device.type == 'meta'
+    for sample, expected in zip(out['data_samples'], mask):
+        assert sample.mask.device.type == 'cpu' and torch.equal(sample.mask, expected)
+    assert all('mask' in sample for sample in batch['data_samples'])  # input intact
+
+
+def test_missing_mask():
+    with pytest.raises(ValueError, match=r"add dict\(type='GreenMIMMaskGenerator'\) "
+                       'before PackInputs'):
+        tiny_model().loss(torch.zeros(1, 3, 64, 64), [DataSample()])
+
+
+def test_mask_grid_must_cover_the_image():
+    with pytest.raises(ValueError, match=r'Masks of 3x3 units of 32 px do not cover '
+                       r'64x64 images: give GreenMIMMaskGenerator mask_unit=32'):
+        tiny_model().loss(torch.zeros(1, 3, 64, 64), samples(random_masks(1)))
+
+
+def test_non_square_images_are_refused_by_the_head():
+    mask = random_masks(1, grid=(2, 3))
+    with pytest.raises(ValueError, match='only patchifies square images, got 64x96'):
+        tiny_model().loss(torch.zeros(1, 3, 64, 96), samples(mask))
+
+
+def test_uneven_visible_counts():
+    mask = random_masks(2)
+    mask[1, 0, 0] = ~mask[1, 0, 0]
+    with pytest.raises(ValueError, match='same number of visible units'):
+        tiny_model().loss(torch.zeros(2, 3, 96, 96), samples(mask))
+
+
+def test_reconstruct_returns_images():
+    model = tiny_model()
+    inputs = torch.randn(2, 3, 96, 96)
+    image = model.reconstruct(inputs, samples(random_masks(2)))
+    assert image.shape == inputs.shape and not image.requires_grad
+
+
+@pytest.mark.parametrize('name, arch', [
+    ('greenmim_swin_b', 'base'), ('greenmim_swin_l_w14', 'large'),
+    ('greenmim_swin_t', 'tiny')])
+def test_paper_configs_are_consistent(name, arch):
+    cfg = Config.fromfile(osp.join(CONFIGS, f'{name}.py'))
+    backbone, neck, head = cfg.model.backbone, cfg.model.neck, cfg.model.head
+    assert backbone.arch == arch and backbone.img_size == 224
+    assert backbone.window_size == (14 if arch == 'large' else 7)
+    channels = SwinTransformer.arch_zoo[arch]['embed_dims'] * 2**3
+    assert neck.embed_dim == channels and neck.decoder_depth == 1
+    assert neck.decoder_embed_dim == 512 and neck.decoder_num_heads == 16
+    masker = cfg.train_dataloader.dataset.pipeline[-2]
+    assert masker.type == 'GreenMIMMaskGenerator' and masker.mask_ratio == 0.75
+    assert masker.mask_unit == backbone.mask_unit == neck.patch_size == head.patch_size
+    batch = 8 * cfg.train_dataloader.batch_size
+    assert batch == cfg.auto_scale_lr.base_batch_size == 2048
+    optimizer = cfg.optim_wrapper.optimizer
+    assert optimizer.lr == pytest.approx(1.5e-4 * batch / 256)
+    assert optimizer.betas == (0.9, 0.95) and optimizer.weight_decay == 0.05
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.train_cfg.max_epochs == 800
+    assert [s.end for s in cfg.param_scheduler] == [40, 800]
+
+
+def test_no_weight_decay_on_norms_biases_and_position_tables():
+    cfg = Config.fromfile(osp.join(CONFIGS, 'greenmim_swin_b.py'))
+    model = tiny_model()
+    wrapper = build_optim_wrapper(model, dict(
+        optimizer=dict(cfg.optim_wrapper.optimizer, type='AdamW'),
+        paramwise_cfg=cfg.optim_wrapper.paramwise_cfg))
+    decay = {id(p): group['weight_decay'] for group in wrapper.optimizer.param_groups
+             for p in group['params']}
+    for name, param in model.named_parameters():
+        no_decay = (param.dim() == 1 or 'relative_position_bias_table' in name
+                    or 'mask_token' in name)
+        assert decay[id(param)] == (0.0 if no_decay else 0.05), name
+
+
+def test_demo_config_trains_a_step_on_the_photographs():
+    cfg = Config.fromfile(osp.join(CONFIGS, 'greenmim_swin_demo.py'))
+    init_default_scope(cfg.default_scope)
+    dataset_cfg = dict(cfg.train_dataloader.dataset, names=['astronaut', 'coffee'])
+    dataset = DATASETS.build(dataset_cfg)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    batch = default_collate([dataset[0], dataset[1]])
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    losses = [float(model.train_step(batch, wrapper)['loss']) for _ in range(3)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]

@@ -1,0 +1,164 @@
+"""Reconstruction pictures: the panel, tools/visualize_reconstruction.py, and the hook
+that logs the panel while training."""
+import importlib.util
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.runner import Runner
+from mmpretrain.registry import MODELS
+from PIL import Image
+
+import greenmim_mm  # noqa: F401  (registers the model and the hook)
+from greenmim_mm.datasets.demo import skimage_data_dir
+from greenmim_mm.engine.launch import UsageError
+from greenmim_mm.visualization import GAP, HEADER, MASK_GREY, reconstruction_panel
+
+REPO = osp.join(osp.dirname(__file__), '..', '..')
+DEMO_CONFIG = osp.abspath(osp.join(REPO, 'configs', 'pretrain', 'greenmim_swin_demo.py'))
+PHOTO = osp.join(skimage_data_dir(), 'chelsea.png')
+
+
+@pytest.fixture(autouse=True)
+def mmpretrain_scope():
+    """Build in mmpretrain's registries whatever scope an earlier test left current."""
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        yield
+
+
+def load_tool():
+    path = osp.join(REPO, 'tools', 'visualize_reconstruction.py')
+    spec = importlib.util.spec_from_file_location('visualize_reconstruction', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+    """The demo config at 64 px (2 x 2 units, 1 visible; windows of 2 tokens so the
+    2 x 2 last stage holds one) and a checkpoint of it."""
+    root = tmp_path_factory.mktemp('tiny_demo')
+    config = root / 'tiny_demo.py'
+    config.write_text(f"_base_ = ['{DEMO_CONFIG}']\n"
+                      'model = dict(backbone=dict(img_size=64, window_size=2))\n')
+    cfg = Config.fromfile(str(config))
+    init_default_scope('mmpretrain')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    checkpoint = root / 'tiny.pth'
+    torch.save(dict(meta=dict(), state_dict=model.state_dict()), checkpoint)
+    return str(config), str(checkpoint)
+
+
+def test_panel_layout():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    recon = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    mask = np.array([[True, False, True], [False, True, True]])
+    panel = reconstruction_panel(image, mask, recon)
+    assert panel.shape == (HEADER + 64, 4 * 96 + 3 * GAP, 3) and panel.dtype == np.uint8
+    original, masked, reconstruction, pasted = (
+        panel[HEADER:, k * (96 + GAP):k * (96 + GAP) + 96] for k in range(4))
+    hidden = mask.repeat(32, 0).repeat(32, 1)
+    assert (original == image).all() and (reconstruction == recon).all()
+    assert (masked[hidden] == MASK_GREY).all()
+    assert (masked[~hidden] == image[~hidden]).all()
+    assert (pasted[hidden] == recon[hidden]).all()
+    assert (pasted[~hidden] == image[~hidden]).all()
+    assert (panel[:HEADER] < 255).any()  # the labels are drawn
+    assert reconstruction_panel(image, mask, recon, labels=False).shape[0] == 64
+
+
+def test_tool_writes_the_panel(tiny_run, tmp_path):
+    config, checkpoint = tiny_run
+    tool = load_tool()
+    out = tmp_path / 'sub' / 'cat.png'
+    args = [config, checkpoint, PHOTO, '--out', str(out), '--seed', '3']
+    assert tool.main(args) == out
+    picture = np.asarray(Image.open(out))
+    assert picture.shape == (HEADER + 64, 4 * 64 + 3 * GAP, 3)
+    # the same seed draws the same mask: the same picture
+    again = tmp_path / 'again.png'
+    tool.main([config, checkpoint, PHOTO, '--out', str(again), '--seed', '3'])
+    assert (np.asarray(Image.open(again)) == picture).all()
+    # --mask-ratio 0.5 keeps 2 of the 4 units: half of the masked picture is grey
+    tool.main([config, checkpoint, PHOTO, '--out', str(again), '--mask-ratio', '0.5'])
+    masked = np.asarray(Image.open(again))[HEADER:, 64 + GAP:2 * 64 + GAP]
+    assert (masked == MASK_GREY).all(-1).mean() == pytest.approx(0.5, abs=0.05)
+
+
+def test_tool_corrupt_image(tiny_run, tmp_path):
+    config, checkpoint = tiny_run
+    bad = tmp_path / 'broken.jpg'
+    bad.write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')
+    with pytest.raises(UsageError, match=r"Cannot decode the image .*broken.jpg.*"
+                       'corrupt or not an image. Replace it'):
+        load_tool().main([config, checkpoint, str(bad), '--out', str(tmp_path / 'x.png')])
+
+
+def test_tool_missing_files(tiny_run, tmp_path):
+    config, checkpoint = tiny_run
+    tool = load_tool()
+    with pytest.raises(UsageError, match=r"Image file not found: .*nope.png"):
+        tool.main([config, checkpoint, str(tmp_path / 'nope.png')])
+    with pytest.raises(UsageError, match=r"checkpoint file not found: .*none.pth"):
+        tool.main([config, str(tmp_path / 'none.pth'), PHOTO])
+
+
+def test_tool_bad_mask_ratio(tiny_run, tmp_path):
+    config, checkpoint = tiny_run
+    with pytest.raises(UsageError, match=r'mask_ratio must lie in the open interval'):
+        load_tool().main([config, checkpoint, PHOTO, '--mask-ratio', '1.2'])
+
+
+def test_tool_size_not_multiple_of_unit(tiny_run, tmp_path):
+    config, checkpoint = tiny_run
+    with pytest.raises(UsageError, match='--size 80 is not a multiple of the mask unit '
+                       '32 px: use e.g. --size 64 or --size 96'):
+        load_tool().main([config, checkpoint, PHOTO, '--size', '80'])
+
+
+def test_hook_logs_pictures_while_training(tiny_run, tmp_path):
+    """Two training iterations of the demo config: pictures before, at 1 and at 2, as
+    PNG files (LocalVisBackend) and in a TensorBoard event file."""
+    config, _ = tiny_run
+    cfg = Config.fromfile(config)
+    cfg.work_dir = str(tmp_path)
+    cfg.train_dataloader.update(batch_size=2, num_workers=0, persistent_workers=False)
+    cfg.train_dataloader.dataset.names = ['astronaut', 'coffee']
+    crop = cfg.train_dataloader.dataset.pipeline[1]
+    assert crop.type == 'RandomResizedCrop'
+    crop.scale = 64
+    cfg.train_cfg.max_iters = 2
+    cfg.param_scheduler = []
+    cfg.custom_hooks = [
+        dict(type='ReconstructionVisualizationHook', interval=1, num_images=2)]
+    cfg.experiment_name = f'hook_{tmp_path.name}'  # unique visualizer instance
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    image_dir = osp.join(runner.log_dir, 'vis_data', 'vis_image')
+    for step in (0, 1, 2):
+        path = osp.join(image_dir, f'reconstruction_{step}.png')
+        picture = np.asarray(Image.open(path))
+        assert picture.shape == (2 * (HEADER + 64) + GAP, 4 * 64 + 3 * GAP, 3)
+    assert osp.isfile(osp.join(tmp_path, 'iter_2.pth'))
+    events = [f for f in _walk(osp.join(runner.log_dir, 'vis_data'))
+              if 'tfevents' in osp.basename(f)]
+    assert events
+
+
+def _walk(root):
+    import os
+    for folder, _, files in os.walk(root):
+        yield from (osp.join(folder, f) for f in files)
+
+
+def test_hook_arguments():
+    from greenmim_mm.engine.hooks import ReconstructionVisualizationHook
+    with pytest.raises(ValueError, match='interval and num_images must be positive'):
+        ReconstructionVisualizationHook(interval=0)
