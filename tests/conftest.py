@@ -14,6 +14,29 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TEST_CONFIGS = osp.join(REPO_ROOT, 'tests', 'tools', 'configs')
 
 
+@pytest.fixture(autouse=True)
+def _restore_default_scope():
+    """Keep each test's registry scope to itself.
+
+    Building through mmdet (or entering any ``DefaultScope``) leaves that scope as
+    mmengine's *current* one, and later mmpretrain builds would then look names up in
+    mmdet's registries. Restore the set of scopes after every test.
+    """
+    from mmengine.registry import DefaultScope
+    saved = DefaultScope._instance_dict.copy()
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)
+
+
+def pytest_configure(config) -> None:
+    """One torch thread: the suite's tensors are tiny, and on a shared 2-core machine
+    two spinning threads cost many times the work (tools' subprocesses set
+    OMP_NUM_THREADS=1 for the same reason)."""
+    import torch
+    torch.set_num_threads(1)
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now (for torchrun's rendezvous)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
