@@ -5,8 +5,10 @@ model = dict(
     backbone=dict(
         arch='large',
         window_size=14,
-        # 224 px: the last stage is 7 x 7 < 14, padded to one window (as the
-        # fine-tuning config and mmpretrain's SimMIM Swin-L), so the same
-        # relative-position tables are used in both
-        pad_small_map=True),
+        # 224 px: the last stage's map is 7 x 7, smaller than a 14 window. Like the
+        # published code (Swin shrinks the window to the map) its window is 7, not a
+        # 14 window over zero padding: with padding, the dense forward would attend to
+        # the padded zeros while the visible-only forward cannot. Fine-tuning uses the
+        # same stage_cfgs, so every relative-position table loads unchanged.
+        stage_cfgs=[dict(), dict(), dict(), dict(window_size=7)]),
     neck=dict(embed_dim=192 * 2**3))  # Swin-L last stage: 1536
