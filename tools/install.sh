@@ -22,7 +22,11 @@ MMCV_VERSION=2.1.0
 PY=$VENV/bin/python
 
 say() { echo "[install] $*"; }
-pip_install() { "$PY" -m pip install --disable-pip-version-check -q -c "$CONSTRAINTS" "$@"; }
+# (this machine's pip config names local indexes that may be absent: hide those warnings)
+pip_install() {
+    "$PY" -m pip install --disable-pip-version-check -q -c "$CONSTRAINTS" "$@" \
+        2> >(grep -v "^WARNING: Location 'file:" >&2)
+}
 
 # What the installed environment was made from: re-running with the same inputs is a no-op.
 stamp_inputs() { cat "$0" "$ROOT/setup.py" "$ROOT"/requirements/*.txt | sha256sum | cut -d' ' -f1; }
@@ -69,10 +73,12 @@ build_mmcv() {
         MMCV_WITH_OPS=1 MAX_JOBS=$(nproc) "$PY" -m pip wheel -v --no-deps \
             --no-build-isolation --no-cache-dir -w "$WHEEL_CACHE" . >"$log" 2>&1) &
     local pid=$!
+    local sources
+    sources=$(ls "$src/mmcv-$MMCV_VERSION"/mmcv/ops/csrc/pytorch/{,cpu/}*.cpp | wc -l)
     while kill -0 "$pid" 2>/dev/null; do
         sleep 30
-        say "  building mmcv: $(grep -c -E '^\[[0-9]+/[0-9]+\]' "$log" || true) compile steps" \
-            "done, $(( $(date +%s) - start )) s elapsed (log: $log)"
+        say "  building mmcv: $(find "$src" -name '*.o' | wc -l) of $sources sources" \
+            "compiled, $(( $(date +%s) - start )) s elapsed (log: $log)"
     done
     if ! wait "$pid"; then
         tail -n 30 "$log" >&2
