@@ -2,3 +2,11 @@ from .greenmim_swin import GreenMIMSwinTransformer
 from .greenmim_twins import GreenMIMSVT
 
 __all__ = ['GreenMIMSwinTransformer', 'GreenMIMSVT']
+
+try:  # Registered in mmdet too, for their dense forward in detection configs.
+    from mmdet.registry import MODELS as MMDET_MODELS
+except ImportError:  # pretraining and classification need no mmdet
+    MMDET_MODELS = None
+if MMDET_MODELS is not None:
+    for _backbone in (GreenMIMSwinTransformer, GreenMIMSVT):
+        MMDET_MODELS.register_module(module=_backbone)

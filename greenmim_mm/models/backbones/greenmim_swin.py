@@ -184,11 +184,3 @@ class GreenMIMSwinTransformer(SwinTransformer):
                 'The visible-only forward supports the stock Swin layers only; this '
                 'model has: ' + '; '.join(dict.fromkeys(problems)) + '. Its dense '
                 'forward (no mask) still works.')
-
-
-try:  # Registered in mmdet too, for its dense forward in detection configs.
-    from mmdet.registry import MODELS as MMDET_MODELS
-except ImportError:  # pretraining and classification need no mmdet
-    MMDET_MODELS = None
-if MMDET_MODELS is not None:
-    MMDET_MODELS.register_module(module=GreenMIMSwinTransformer)
