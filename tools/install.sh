@@ -47,6 +47,9 @@ pip_install -U pip setuptools wheel
 say "torch and torchvision (a minute or two the first time: several GB of wheels)"
 pip_install torch torchvision
 
+say "mmengine (mmcv imports it, so it comes first)"
+pip_install mmengine
+
 mmcv_has_ops() { "$PY" - <<'EOF' 2>/dev/null
 import torch
 from mmcv.ops import nms

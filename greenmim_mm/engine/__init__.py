@@ -1,1 +1,1 @@
-from . import compat, hooks  # noqa: F401  (registration side effects)
+from . import compat, hooks, layer_decay, pretrained_init  # noqa: F401  (registration side effects)

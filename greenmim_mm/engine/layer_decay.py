@@ -1,0 +1,58 @@
+"""Layer-wise learning-rate decay for Twins-SVT, whose stock backbone has no
+``get_layer_depth`` (mmpretrain's Swin and ViT have one).
+
+``constructor='SVTLayerDecayOptimWrapperConstructor'`` is mmpretrain's
+``LearningRateDecayOptimWrapperConstructor`` with :func:`svt_layer_depth` as the depth
+function; backbones that have ``get_layer_depth`` keep using their own.
+"""
+from functools import partial
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from mmpretrain.engine.optimizers import LearningRateDecayOptimWrapperConstructor
+from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from torch import nn
+
+
+def svt_layer_depth(depths: Sequence[int], param_name: str,
+                    prefix: str = 'backbone.') -> Tuple[int, int]:
+    """``(layer_depth, num_layers)`` of a parameter of a Twins-SVT (or PCPVT) backbone.
+
+    Numbered as mmpretrain's Swin: 0 is the stem (``patch_embeds.0``), block ``j`` of
+    stage ``i`` is ``sum(depths[:i]) + j + 1``, a stage's down-sampling into the next
+    stage (``patch_embeds.i+1``) and its output norm share the depth of its last block,
+    the stage's position encoding (applied after its first block) that of the first
+    block, and everything outside the backbone (the head) is ``num_layers - 1``.
+    """
+    num_layers = sum(depths) + 2
+    if not param_name.startswith(prefix):
+        return num_layers - 1, num_layers
+    parts = param_name[len(prefix):].split('.')
+    if parts[0] == 'patch_embeds':
+        stage = int(parts[1])
+        depth = 0 if stage == 0 else sum(depths[:stage])
+    elif parts[0] == 'stages':
+        stage, block = int(parts[1]), int(parts[2])
+        depth = sum(depths[:stage]) + block + 1
+    elif parts[0] == 'position_encodings':
+        depth = sum(depths[:int(parts[1])]) + 1
+    elif parts[0].startswith('norm_after_stage'):
+        stage = int(parts[0][len('norm_after_stage'):])
+        depth = sum(depths[:stage + 1]) if stage < len(depths) - 1 else num_layers - 1
+    else:
+        depth = num_layers - 1
+    return depth, num_layers
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class SVTLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrapperConstructor):
+    """``LearningRateDecayOptimWrapperConstructor`` that also handles Twins backbones."""
+
+    def add_params(self, params: List[dict], module: nn.Module, prefix: str = '',
+                   get_layer_depth: Optional[Callable] = None, **kwargs) -> None:
+        backbone = getattr(module, 'backbone', None)
+        if (get_layer_depth is None and prefix == '' and backbone is not None
+                and not hasattr(backbone, 'get_layer_depth')):
+            get_layer_depth = partial(svt_layer_depth, backbone.depths,
+                                      prefix='backbone.')
+        super().add_params(params, module, prefix=prefix,
+                           get_layer_depth=get_layer_depth, **kwargs)
