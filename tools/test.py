@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 
+import torch.distributed as torch_dist
 from mmengine.config import DictAction
 
 import greenmim_mm  # noqa: F401  (registers modules, applies compat fixes)
@@ -79,6 +80,8 @@ def main() -> None:
     if args.out is not None:
         runner.test_evaluator.metrics.append(dump_metric(cfg, args.out))
     runner.test()
+    if torch_dist.is_initialized():  # a gloo group left to interpreter exit can abort
+        torch_dist.destroy_process_group()
 
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 
+import torch.distributed as torch_dist
 from mmengine.config import DictAction
 
 import greenmim_mm  # noqa: F401  (registers modules, applies compat fixes)
@@ -80,6 +81,8 @@ def main() -> None:
     runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg
               else RUNNERS.build(cfg))
     runner.train()
+    if torch_dist.is_initialized():  # a gloo group left to interpreter exit can abort
+        torch_dist.destroy_process_group()
 
 
 if __name__ == '__main__':
