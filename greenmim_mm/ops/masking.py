@@ -18,7 +18,7 @@ with ``u / 2``. At ``u = 1`` token ``i`` of a sample is its ``i``-th visible uni
 Ops never rely on this order: they take tokens together with their ``(row, col)``
 coordinates, which :func:`visible_token_coords` computes.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -45,6 +45,24 @@ def num_visible_units(num_units: int, mask_ratio: float) -> int:
             f'mask_ratio {mask_ratio} leaves no visible unit out of {num_units}: '
             'lower the ratio or use a larger image.')
     return num_visible
+
+
+def random_unit_masks(batch: int, grid: Tuple[int, int], num_visible: int,
+                      generator: Optional[torch.Generator] = None) -> Tensor:
+    """Random unit masks ``(B, Hu, Wu)`` bool, True = masked, ``num_visible`` visible each.
+
+    Every sample draws its own visible units uniformly without replacement (the
+    mask of the data pipeline, benchmarks and tests); ``generator`` makes it
+    reproducible, None uses torch's global generator.
+    """
+    num_units = grid[0] * grid[1]
+    if not 0 < num_visible <= num_units:
+        raise ValueError(f'num_visible must lie in [1, {num_units}] for a '
+                         f'{grid[0]}x{grid[1]} unit grid, got {num_visible}.')
+    order = torch.rand(batch, num_units, generator=generator).argsort(1)  # B, L
+    mask = torch.ones(batch, num_units, dtype=torch.bool)
+    mask.scatter_(1, order[:, :num_visible], False)
+    return mask.view(batch, *grid)
 
 
 def check_unit_mask(mask: Tensor) -> int:
