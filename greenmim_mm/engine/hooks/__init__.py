@@ -1,3 +1,4 @@
+from .cpu_budget_hook import CPUTimeBudgetHook
 from .reconstruction_hook import ReconstructionVisualizationHook
 
-__all__ = ['ReconstructionVisualizationHook']
+__all__ = ['CPUTimeBudgetHook', 'ReconstructionVisualizationHook']
