@@ -29,7 +29,7 @@ import json
 import math
 import os
 import os.path as osp
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -106,22 +106,44 @@ def texture(rng: np.random.Generator, size: int) -> np.ndarray:
     return colours[0] * (1 - weight) + colours[1] * weight
 
 
-def draw_scene(rng: np.random.Generator, size: int = 128) -> Tuple[np.ndarray, int]:
-    """One scene: ``(size, size, 3)`` uint8 RGB and the main shape's kind index."""
-    canvas = texture(rng, size)
+class Shape(NamedTuple):
+    """One shape of a scene: its kind, centre (x, y) and circumradius in pixels, angle."""
+    kind: str
+    centre: Tuple[float, float]
+    radius: float
+    angle: float
+
+    def polygon(self) -> np.ndarray:
+        return shape_polygon(self.kind, self.centre, self.radius, self.angle)
+
+
+def scene_layout(rng: np.random.Generator, size: int) -> Tuple[List[Shape], int]:
+    """The shapes of a scene, in drawing order, and its label.
+
+    Two to four small distractors of any kind anywhere (partly outside the image
+    too), then the main shape -- larger than any distractor, fully inside the image,
+    drawn last so nothing covers it. The label is the main shape's kind.
+    """
     shapes = []
     for _ in range(int(rng.integers(*NUM_DISTRACTORS))):
+        kind = SHAPE_KINDS[rng.integers(len(SHAPE_KINDS))]
         radius = rng.uniform(*DISTRACTOR_RADIUS) * size
         centre = tuple(rng.uniform(0, size, 2))
-        shapes.append((SHAPE_KINDS[rng.integers(len(SHAPE_KINDS))], centre, radius))
+        shapes.append(Shape(kind, centre, radius, rng.uniform(0, 2 * math.pi)))
     label = int(rng.integers(len(SHAPE_KINDS)))
     radius = rng.uniform(*MAIN_RADIUS) * size
     centre = tuple(rng.uniform(radius + 2, size - radius - 2, 2))  # fully inside
-    shapes.append((SHAPE_KINDS[label], centre, radius))  # last: drawn on top
-    for kind, centre, radius in shapes:
-        outline = shape_polygon(kind, centre, radius, rng.uniform(0, 2 * math.pi))
+    shapes.append(Shape(SHAPE_KINDS[label], centre, radius, rng.uniform(0, 2 * math.pi)))
+    return shapes, label
+
+
+def draw_scene(rng: np.random.Generator, size: int = 128) -> Tuple[np.ndarray, int]:
+    """One scene: ``(size, size, 3)`` uint8 RGB and the main shape's kind index."""
+    shapes, label = scene_layout(rng, size)
+    canvas = texture(rng, size)
+    for shape in shapes:
         mask = Image.new('L', (size, size), 0)
-        ImageDraw.Draw(mask).polygon([tuple(p) for p in outline], fill=255)
+        ImageDraw.Draw(mask).polygon([tuple(p) for p in shape.polygon()], fill=255)
         inside = np.asarray(mask, dtype=bool)[..., None]  # H, W, 1
         canvas = np.where(inside, texture(rng, size), canvas)
     return np.clip(canvas, 0, 255).round().astype(np.uint8), label
