@@ -1,4 +1,8 @@
-"""Train for a budget of CPU seconds instead of a number of iterations."""
+"""Train for a budget of CPU seconds instead of a number of iterations.
+
+Registered in mmengine's root ``HOOKS``, so configs of any scope (mmpretrain, mmdet)
+find it.
+"""
 import json
 import math
 import os.path as osp
@@ -6,7 +10,7 @@ import time
 from typing import Dict, List, Optional
 
 from mmengine.hooks import Hook
-from mmpretrain.registry import HOOKS
+from mmengine.registry import HOOKS
 
 
 def budget_lr_factor(fraction: float, warmup_ratio: float, start_factor: float,
@@ -38,8 +42,8 @@ class CPUTimeBudgetHook(Hook):
       *fraction of the budget spent*, so every run anneals fully, however many steps
       it fits in (the config's ``param_scheduler`` must be None);
     * training stops after the first iteration that reaches the budget
-      (``train_cfg.max_iters`` is only an upper bound);
-    * at the end it saves ``<work_dir>/<checkpoint>`` and writes
+      (``train_cfg.max_iters`` is only an upper bound, which also ends it);
+    * after that iteration it saves ``<work_dir>/<checkpoint>`` and writes
       ``<work_dir>/<summary>``: the budget, steps, images seen, CPU and wall seconds
       spent, and the loss after every step with its CPU and wall time.
 
@@ -112,10 +116,13 @@ class CPUTimeBudgetHook(Hook):
             step=runner.iter + 1, cpu_s=self._spent(),
             wall_s=time.perf_counter() - self._wall0,
             loss=float(loss) if loss is not None else math.nan))
-        if self._spent() >= self.budget_s:
+        if self._spent() >= self.budget_s or runner.iter + 1 >= runner.max_iters:
             runner.train_loop.stop_training = True
+            self._finish(runner)
 
-    def after_train(self, runner) -> None:
+    def _finish(self, runner) -> None:
+        """Save the weights (as ``CheckpointHook`` does after an iteration) and the
+        summary."""
         cpu_s, wall_s = self._spent(), time.perf_counter() - self._wall0
         runner.save_checkpoint(runner.work_dir, self.checkpoint, save_optimizer=False,
                                save_param_scheduler=False, by_epoch=False)
