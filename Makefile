@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export GREENMIM_VENV := $(abspath $(VENV))
 
-.PHONY: install demo test test-slow benchmark
+.PHONY: install demo test test-slow benchmark learning-signal
 install:
 	bash tools/install.sh
 
@@ -18,3 +18,6 @@ test-slow: install  ## the long end-to-end checks kept out of the default run
 
 benchmark: install  ## GreenMIM vs SimMIM training step, ratios side by side
 	$(PY) tools/benchmark.py
+
+learning-signal: install  ## GreenMIM vs SimMIM vs random init at equal pretraining CPU time (~40 min)
+	$(PY) tools/learning_signal.py

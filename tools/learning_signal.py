@@ -14,6 +14,7 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')  # before torch: one thread per pr
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
+import warnings  # noqa: E402
 from dataclasses import fields  # noqa: E402
 from typing import List, Optional  # noqa: E402
 
@@ -52,6 +53,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated')  # mmengine
     import torch
 
     torch.set_num_threads(1)  # the jobs are forked from this process

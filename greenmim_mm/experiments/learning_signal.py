@@ -151,8 +151,9 @@ def run(settings: Settings) -> Dict[str, object]:
     """The whole experiment; writes its results under ``settings.out_dir``."""
     settings.check()
     start, load_start = time.perf_counter(), _load()
+    settings.out_dir = osp.abspath(settings.out_dir)  # the configs work from anywhere
     os.makedirs(settings.out_dir, exist_ok=True)
-    data_dir = settings.data_dir or osp.join(settings.out_dir, 'data')
+    data_dir = osp.abspath(settings.data_dir or osp.join(settings.out_dir, 'data'))
     _say(f'scenes: {settings.num_unlabelled} unlabelled, {settings.train_per_class} + '
          f'{settings.test_per_class} labelled per class in {data_dir}')
     data = make_scene_sets(data_dir, settings.num_unlabelled, settings.train_per_class,
