@@ -105,8 +105,12 @@ def reconstruction_panels(model: nn.Module, data: dict) -> np.ndarray:
     masks = model.unit_masks(inputs, samples).numpy()
     originals = to_rgb_images(inputs, model.data_preprocessor)
     predictions = to_rgb_images(reconstructions, model.data_preprocessor)
-    rows = [reconstruction_panel(image, mask, prediction)
-            for image, mask, prediction in zip(originals, masks, predictions)]
+    return stack_rows([reconstruction_panel(image, mask, prediction)
+                       for image, mask, prediction in zip(originals, masks, predictions)])
+
+
+def stack_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """Panel rows of one width, top to bottom with white gaps between them."""
     gap = np.full((GAP, rows[0].shape[1], 3), 255, dtype=np.uint8)
     stacked = [rows[0]]
     for row in rows[1:]:

@@ -119,21 +119,16 @@ def simmim_reconstruction(model: torch.nn.Module, data: dict) -> tuple:
 @torch.no_grad()
 def reconstruction_rows(model: torch.nn.Module, data: dict) -> np.ndarray:
     """Panels (original | masked | reconstruction | + visible) of a batch, any method."""
-    from ..visualization import (GAP, reconstruction_panel, reconstruction_panels,
-                                 to_rgb_images)
+    from ..visualization import (reconstruction_panel, reconstruction_panels,
+                                 stack_rows, to_rgb_images)
 
     if hasattr(model, 'reconstruct') and hasattr(model, 'unit_masks'):  # GreenMIM
         return reconstruction_panels(model, data)
     inputs, masks, images = simmim_reconstruction(model, data)
     originals = to_rgb_images(inputs, model.data_preprocessor)
     predictions = to_rgb_images(images, model.data_preprocessor)
-    rows = [reconstruction_panel(image, mask.numpy(), prediction)
-            for image, mask, prediction in zip(originals, masks, predictions)]
-    gap = np.full((GAP, rows[0].shape[1], 3), 255, dtype=np.uint8)
-    stacked = [rows[0]]
-    for row in rows[1:]:
-        stacked += [gap, row]
-    return np.concatenate(stacked, axis=0)
+    return stack_rows([reconstruction_panel(image, mask.numpy(), prediction)
+                       for image, mask, prediction in zip(originals, masks, predictions)])
 
 
 def draw_reconstructions(panels: Dict[str, np.ndarray], path: str) -> None:
