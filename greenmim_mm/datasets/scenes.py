@@ -3,8 +3,9 @@ few-shot task from the same generator, made on the spot from a seed.
 
 A scene is a textured background with a few small textured *distractor* shapes and one
 large *main* shape drawn on top of them. Every surface (background and each shape) is
-filled with its own texture -- solid, stripes, checks, dots or smooth noise -- in two
-random colours, at a random scale and angle. The main shape's kind (one of
+filled with its own texture -- solid, stripes, checks, dots or smooth noise -- at a
+random scale and angle, in two colours: a base colour and one near it (lower contrast
+on the background); each shape's base colour is picked far from the background's. The main shape's kind (one of
 :data:`SHAPE_KINDS`) is the label of the downstream task; colours and textures are
 drawn independently of it, so only the outline tells the class.
 
@@ -17,6 +18,7 @@ they are. The layout is ImageNet-style, what mmpretrain's ``CustomDataset`` read
     out_dir/train/<kind>/000000.jpg ...           (the labelled pool)
     out_dir/test/<kind>/000000.jpg ...
     out_dir/train.txt, test.txt                   ('<kind>/<file> <label>' lines)
+    out_dir/unlabelled.json, train.json, test.json (what each stream was made with)
     out_dir/fewshot_seed<k>_<n>shot.txt           (the same, for a few-shot split)
 
 Labels index :data:`SHAPE_KINDS`; the annotation files are read with
@@ -29,6 +31,7 @@ import json
 import math
 import os
 import os.path as osp
+import shutil
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
@@ -37,11 +40,14 @@ from PIL import Image, ImageDraw
 SHAPE_KINDS = ('circle', 'cross', 'ell', 'square', 'star', 'triangle')  # label order
 TEXTURES = ('solid', 'stripes', 'checks', 'dots', 'noise')
 STREAMS = ('unlabelled', 'train', 'test')
-MAIN_RADIUS = (0.20, 0.30)  # circumradius of the main shape, fraction of the image side
-DISTRACTOR_RADIUS = (0.05, 0.11)
+MAIN_RADIUS = (0.25, 0.35)  # circumradius of the main shape, fraction of the image side
+DISTRACTOR_RADIUS = (0.04, 0.09)
+TEXTURE_PERIOD = (6.0, 16.0)  # pixels
+BACKGROUND_CONTRAST = 30.0  # spread of a texture's second colour around its first
+SHAPE_CONTRAST = 60.0
 NUM_DISTRACTORS = (2, 5)  # [low, high)
 JPEG_QUALITY = 95
-MANIFEST = 'scenes.json'
+GENERATOR_VERSION = 2  # bump when the drawing changes: cached sets are redrawn
 
 
 def _regular(num: int, phase: float = 0.0) -> List[Tuple[float, float]]:
@@ -79,17 +85,20 @@ def shape_polygon(kind: str, centre: Tuple[float, float], radius: float,
     return np.array(_UNIT_SHAPES[kind]) @ rotation.T * radius + np.array(centre)
 
 
-def texture(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A random two-colour texture, ``(size, size, 3)`` float in [0, 255]."""
-    colours = rng.uniform(0, 255, (2, 3))
+def texture(rng: np.random.Generator, height: int, width: int, base: np.ndarray,
+            contrast: float) -> np.ndarray:
+    """A random texture, ``(height, width, 3)`` float in [0, 255], of two colours:
+    ``base`` and a colour about ``contrast`` away from it (per channel)."""
+    second = np.clip(base + rng.normal(0, contrast, 3), 0, 255)
+    colours = np.stack([base, second])
     kind = TEXTURES[rng.integers(len(TEXTURES))]
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)  # H, W
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)  # H, W
     angle = rng.uniform(0, math.pi)
     u = xx * math.cos(angle) + yy * math.sin(angle)  # rotated coordinates
     v = -xx * math.sin(angle) + yy * math.cos(angle)
-    period = rng.uniform(4, 14)
+    period = rng.uniform(*TEXTURE_PERIOD)
     if kind == 'solid':
-        weight = np.zeros((size, size))
+        weight = np.zeros((height, width))
     elif kind == 'stripes':
         weight = (u / period) % 1.0 < 0.5
     elif kind == 'checks':
@@ -97,13 +106,20 @@ def texture(rng: np.random.Generator, size: int) -> np.ndarray:
     elif kind == 'dots':
         du, dv = (u / period) % 1.0 - 0.5, (v / period) % 1.0 - 0.5
         weight = du**2 + dv**2 < 0.09
-    else:  # smooth noise: bilinear upsampling of a coarse random grid
-        coarse = rng.uniform(0, 1, (size // 8 + 2, size // 8 + 2))
+    else:  # smooth noise: bilinear upsampling of a coarse random grid (8 px cells)
+        coarse = rng.uniform(0, 1, (height // 8 + 2, width // 8 + 2))
         image = Image.fromarray((coarse * 255).astype(np.uint8))
-        weight = np.asarray(image.resize((size + 16, size + 16), Image.BILINEAR),
-                            dtype=np.float64)[8:8 + size, 8:8 + size] / 255.0
+        weight = np.asarray(image.resize((coarse.shape[1] * 8, coarse.shape[0] * 8),
+                                         Image.BILINEAR),
+                            dtype=np.float64)[8:8 + height, 8:8 + width] / 255.0
     weight = np.asarray(weight, dtype=np.float64)[..., None]  # H, W, 1
     return colours[0] * (1 - weight) + colours[1] * weight
+
+
+def _distinct_colour(rng: np.random.Generator, avoid: np.ndarray) -> np.ndarray:
+    """The one of 8 random colours farthest (in RGB) from ``avoid``."""
+    candidates = rng.uniform(0, 255, (8, 3))
+    return candidates[np.linalg.norm(candidates - avoid, axis=1).argmax()]
 
 
 class Shape(NamedTuple):
@@ -140,12 +156,21 @@ def scene_layout(rng: np.random.Generator, size: int) -> Tuple[List[Shape], int]
 def draw_scene(rng: np.random.Generator, size: int = 128) -> Tuple[np.ndarray, int]:
     """One scene: ``(size, size, 3)`` uint8 RGB and the main shape's kind index."""
     shapes, label = scene_layout(rng, size)
-    canvas = texture(rng, size)
+    background = rng.uniform(0, 255, 3)
+    canvas = texture(rng, size, size, background, BACKGROUND_CONTRAST)
     for shape in shapes:
+        outline = shape.polygon()
         mask = Image.new('L', (size, size), 0)
-        ImageDraw.Draw(mask).polygon([tuple(p) for p in shape.polygon()], fill=255)
-        inside = np.asarray(mask, dtype=bool)[..., None]  # H, W, 1
-        canvas = np.where(inside, texture(rng, size), canvas)
+        ImageDraw.Draw(mask).polygon([tuple(p) for p in outline], fill=255)
+        colour = _distinct_colour(rng, background)
+        # texture only the shape's bounding box (clipped to the image)
+        x0, y0 = np.clip(np.floor(outline.min(0)).astype(int), 0, size)
+        x1, y1 = np.clip(np.ceil(outline.max(0)).astype(int) + 1, 0, size)
+        if x1 <= x0 or y1 <= y0:
+            continue  # entirely outside
+        inside = np.asarray(mask, dtype=bool)[y0:y1, x0:x1, None]  # h, w, 1
+        fill = texture(rng, y1 - y0, x1 - x0, colour, SHAPE_CONTRAST)
+        canvas[y0:y1, x0:x1] = np.where(inside, fill, canvas[y0:y1, x0:x1])
     return np.clip(canvas, 0, 255).round().astype(np.uint8), label
 
 
@@ -178,12 +203,14 @@ def make_scene_sets(out_dir: str, num_unlabelled: int = 20000,
                     size: int = 128, seed: int = 0) -> Dict[str, object]:
     """Write the unlabelled set, the labelled pool and the test set under ``out_dir``.
 
-    A pure function of its arguments. A manifest (``scenes.json``) records them; when
-    ``out_dir`` already holds a complete set made with the same arguments, nothing is
-    drawn again.
+    A pure function of its arguments (and :data:`GENERATOR_VERSION`). Each stream
+    records what it was made with in ``<stream>.json``, written last; a stream whose
+    record matches is kept, any other is deleted and drawn again, so a changed test
+    set does not redraw the 20000 pretraining scenes and an interrupted run redraws
+    only what it did not finish.
 
     Returns:
-        The manifest: the arguments, ``classes`` and the folders.
+        The arguments, ``classes``, ``data_root``, the folders and annotation files.
     """
     if size < 32 or size % 32:
         raise ValueError(f'size must be a positive multiple of 32 (the mask unit), got '
@@ -192,23 +219,28 @@ def make_scene_sets(out_dir: str, num_unlabelled: int = 20000,
         raise ValueError('num_unlabelled, train_per_class and test_per_class must be '
                          f'>= 1, got {num_unlabelled}, {train_per_class}, '
                          f'{test_per_class}.')
-    manifest = dict(num_unlabelled=num_unlabelled, train_per_class=train_per_class,
-                    test_per_class=test_per_class, size=size, seed=seed,
-                    classes=list(SHAPE_KINDS))
-    manifest_path = osp.join(out_dir, MANIFEST)
-    if osp.isfile(manifest_path):
-        with open(manifest_path) as f:
-            if json.load(f) == manifest:
-                return _with_dirs(out_dir, manifest)
-    if osp.isfile(manifest_path):
-        os.remove(manifest_path)  # an interrupted or different set: draw it again
-    _write_stream(out_dir, 'unlabelled', num_unlabelled, size, seed, False, False)
-    for stream, num in (('train', train_per_class), ('test', test_per_class)):
-        items = _write_stream(out_dir, stream, num, size, seed, True, True)
-        _write_ann_file(osp.join(out_dir, f'{stream}.txt'), stream, items)
-    with open(manifest_path, 'w') as f:  # last: marks the set complete
-        json.dump(manifest, f)
-    return _with_dirs(out_dir, manifest)
+    for stream, num in zip(STREAMS, (num_unlabelled, train_per_class, test_per_class)):
+        record = dict(num=num, size=size, seed=seed, version=GENERATOR_VERSION,
+                      classes=list(SHAPE_KINDS))
+        record_path = osp.join(out_dir, f'{stream}.json')
+        if osp.isfile(record_path):
+            with open(record_path) as f:
+                if json.load(f) == record:
+                    continue
+            os.remove(record_path)
+        shutil.rmtree(osp.join(out_dir, stream), ignore_errors=True)  # no stale files
+        labelled = stream != 'unlabelled'
+        items = _write_stream(out_dir, stream, num, size, seed, labelled, labelled)
+        if labelled:
+            _write_ann_file(osp.join(out_dir, f'{stream}.txt'), stream, items)
+        with open(record_path, 'w') as f:  # last: marks the stream complete
+            json.dump(record, f)
+    return dict(num_unlabelled=num_unlabelled, train_per_class=train_per_class,
+                test_per_class=test_per_class, size=size, seed=seed,
+                classes=list(SHAPE_KINDS), data_root=out_dir,
+                train_ann=osp.join(out_dir, 'train.txt'),
+                test_ann=osp.join(out_dir, 'test.txt'),
+                **{f'{stream}_dir': osp.join(out_dir, stream) for stream in STREAMS})
 
 
 def _write_ann_file(path: str, prefix: str, items: Sequence[Tuple[str, int]]) -> None:
@@ -216,13 +248,6 @@ def _write_ann_file(path: str, prefix: str, items: Sequence[Tuple[str, int]]) ->
     with open(path, 'w') as f:
         f.writelines(f'{osp.relpath(rel_path, prefix)} {label}\n'
                      for rel_path, label in items)
-
-
-def _with_dirs(out_dir: str, manifest: dict) -> Dict[str, object]:
-    return dict(manifest, data_root=out_dir,
-                train_ann=osp.join(out_dir, 'train.txt'),
-                test_ann=osp.join(out_dir, 'test.txt'),
-                **{f'{stream}_dir': osp.join(out_dir, stream) for stream in STREAMS})
 
 
 def write_fewshot_split(out_dir: str, shots: int, seed: int) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from greenmim_mm.datasets.scenes import (MANIFEST, SHAPE_KINDS, draw_scene,
+from greenmim_mm.datasets.scenes import (SHAPE_KINDS, draw_scene,
                                          make_scene_sets, scene_layout,
                                          shape_polygon, write_fewshot_split)
 
@@ -59,15 +59,27 @@ def test_streams_are_independent():
     assert not np.array_equal(first['train'], first['test'])
 
 
-def test_made_once(scenes):
-    """A complete set with the same arguments is reused, not drawn again."""
-    before = os.stat(osp.join(scenes['unlabelled_dir'], '000000.jpg')).st_mtime_ns
-    again = make_scene_sets(scenes['data_root'], num_unlabelled=6, train_per_class=3,
+def test_made_once_per_stream(tmp_path):
+    """A complete stream made with the same arguments is kept; a changed one is drawn
+    again, without stale files, and leaves the other streams alone."""
+    def mtime(path: str) -> int:
+        return os.stat(path).st_mtime_ns
+
+    first = make_scene_sets(str(tmp_path), num_unlabelled=6, train_per_class=3,
                             test_per_class=2, size=64, seed=0)
-    assert again == scenes
-    assert os.stat(osp.join(scenes['unlabelled_dir'], '000000.jpg')).st_mtime_ns == before
-    with open(osp.join(scenes['data_root'], MANIFEST)) as f:
-        assert json.load(f)['classes'] == list(SHAPE_KINDS)
+    unlabelled = osp.join(first['unlabelled_dir'], '000000.jpg')
+    test_file = osp.join(first['test_dir'], SHAPE_KINDS[0], '000000.jpg')
+    before = mtime(unlabelled), mtime(test_file)
+    assert make_scene_sets(str(tmp_path), num_unlabelled=6, train_per_class=3,
+                           test_per_class=2, size=64, seed=0) == first
+    assert (mtime(unlabelled), mtime(test_file)) == before
+    make_scene_sets(str(tmp_path), num_unlabelled=4, train_per_class=3,
+                    test_per_class=2, size=64, seed=0)
+    assert sorted(os.listdir(first['unlabelled_dir'])) == [f'00000{i}.jpg'
+                                                           for i in range(4)]
+    assert mtime(test_file) == before[1]
+    with open(tmp_path / 'unlabelled.json') as f:
+        assert json.load(f)['num'] == 4
 
 
 def test_fewshot_splits(scenes):
