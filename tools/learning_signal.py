@@ -40,11 +40,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         test_per_class='test scenes per class',
         data_seed='seed of the scenes',
         jobs='processes at once, one thread each',
+        reuse_pretraining='keep the pretraining runs already in OUT_DIR when their '
+        'config is the same (only the fine-tuning runs again)',
         base_config='the tiny GreenMIM Swin config the runs derive from')
     for field in fields(Settings):
         default = getattr(defaults, field.name)
+        flag = '--' + field.name.replace('_', '-')
+        if isinstance(default, bool):
+            parser.add_argument(flag, action='store_true', default=None,
+                                help=helps[field.name])
+            continue
         kind = type(default) if default is not None else str
-        parser.add_argument('--' + field.name.replace('_', '-'), type=kind, default=None,
+        parser.add_argument(flag, type=kind, default=None,
                             help=f'{helps[field.name]} (default: {default})')
     parser.add_argument('--quick', action='store_true',
                         help='a tiny run that checks the pipeline end to end: '

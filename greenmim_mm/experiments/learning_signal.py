@@ -61,6 +61,7 @@ class Settings:
     test_per_class: int = 100
     data_seed: int = 0
     jobs: int = 2  # processes at once (two: the pretraining runs side by side)
+    reuse_pretraining: bool = False  # keep finished pretraining runs of the same config
     base_config: str = DEMO_CONFIG
 
     def check(self) -> None:
@@ -94,21 +95,41 @@ def pretrain(settings: Settings, data_root: str) -> Dict[str, dict]:
         cfg = pretrain_config(method, data_root, work_dir, settings.budget_s,
                               base_config=settings.base_config)
         config = osp.join(work_dir, f'pretrain_{method}.py')
-        cfg.dump(config)
-        jobs.append(RunnerJob(f'pretrain_{method}', config, work_dir))
-    _say(f'pretraining {", ".join(METHODS)} side by side, {settings.budget_s:.0f} CPU s '
-         f'each (load {_load()})')
+        job = RunnerJob(f'pretrain_{method}', config, work_dir)
+        if settings.reuse_pretraining and _finished_with(job, cfg.pretty_text):
+            _say(f'{job.name}: reusing the finished run in {work_dir} (same config)')
+        else:
+            cfg.dump(config)
+            jobs.append(job)
+    if jobs:
+        _say(f'pretraining {", ".join(j.name for j in jobs)} side by side, '
+             f'{settings.budget_s:.0f} CPU s each (load {_load()})')
 
     def done(job: RunnerJob, wall: float) -> None:
         _say(f'  {job.name} done in {wall:.0f} s wall (load {_load()})')
 
-    run_jobs(jobs, min(settings.jobs, len(jobs)), done)
+    run_jobs(jobs, min(settings.jobs, max(len(jobs), 1)), done)
     costs = {}
-    for method, job in zip(METHODS, jobs):
+    for method in METHODS:
+        work_dir = osp.join(settings.out_dir, f'pretrain_{method}')
+        job = RunnerJob(f'pretrain_{method}', osp.join(work_dir, f'pretrain_{method}.py'),
+                        work_dir)
         with open(osp.join(job.work_dir, 'cpu_budget.json')) as f:
             costs[method] = dict(json.load(f), config=job.config,
                                  loss_name=LOSS_NAMES[method])
     return costs
+
+
+def _finished_with(job: RunnerJob, config_text: str) -> bool:
+    """Whether ``job`` already ran to the end with exactly this config."""
+    summary = osp.join(job.work_dir, 'cpu_budget.json')
+    if not (osp.isfile(job.config) and osp.isfile(summary)):
+        return False
+    with open(job.config) as f:
+        if f.read() != config_text:
+            return False
+    with open(summary) as f:
+        return osp.isfile(json.load(f)['checkpoint'])
 
 
 def finetune(settings: Settings, data_root: str,

@@ -133,3 +133,18 @@ def test_full_experiment(run_tool, tmp_path):
     out_dir = str(tmp_path / 'out')
     result = run_tool([TOOL, '--out-dir', out_dir], timeout=4 * 3600)
     _check_run(result, out_dir, seeds=5)
+
+
+def test_reuse_only_a_finished_run_of_the_same_config(tmp_path):
+    from greenmim_mm.experiments.jobs import RunnerJob
+    from greenmim_mm.experiments.learning_signal import _finished_with
+
+    job = RunnerJob('pretrain_greenmim', str(tmp_path / 'cfg.py'), str(tmp_path))
+    assert not _finished_with(job, 'a = 1\n')  # nothing ran
+    (tmp_path / 'cfg.py').write_text('a = 1\n')
+    checkpoint = tmp_path / 'budget_end.pth'
+    (tmp_path / 'cpu_budget.json').write_text(json.dumps(dict(checkpoint=str(checkpoint))))
+    assert not _finished_with(job, 'a = 1\n')  # no checkpoint
+    checkpoint.write_bytes(b'')
+    assert _finished_with(job, 'a = 1\n')
+    assert not _finished_with(job, 'a = 2\n')  # another config
