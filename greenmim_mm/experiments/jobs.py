@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import os.path as osp
+import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -52,6 +53,9 @@ def _run_in_child(job: RunnerJob) -> None:
     log = os.open(job.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
+    # Python-level streams too: the parent's may be wrappers (e.g. pytest's capture)
+    sys.stdout = open(1, 'w', buffering=1, closefd=False)
+    sys.stderr = open(2, 'w', buffering=1, closefd=False)
     torch.set_num_threads(1)
     runner = Runner.from_cfg(Config.fromfile(job.config))
     runner.train()

@@ -52,12 +52,12 @@ class Settings:
     data_dir: Optional[str] = None  # default: <out_dir>/data (kept between runs)
     budget_s: float = 600.0  # CPU seconds of pretraining per method
     seeds: int = 5
-    shots: int = 10  # labelled scenes per class for fine-tuning
+    shots: int = 50  # labelled scenes per class for fine-tuning
     finetune_iters: int = 300
     finetune_batch_size: int = 16
     finetune_lr: float = 5e-4
     num_unlabelled: int = 20000
-    train_per_class: int = 50  # the labelled pool the shots are drawn from
+    train_per_class: int = 100  # the labelled pool the shots are drawn from
     test_per_class: int = 100
     data_seed: int = 0
     jobs: int = 2  # processes at once (two: the pretraining runs side by side)
