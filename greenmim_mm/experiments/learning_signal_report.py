@@ -26,11 +26,16 @@ def summary_line(accuracies: Dict[str, List[float]], metric: str = 'top-1') -> s
     return f'learning signal ({metric}, {seeds} seed{"s" if seeds != 1 else ""}): {arms}'
 
 
-def results_table(accuracies: Dict[str, List[float]], costs: Dict[str, dict]) -> str:
-    """Markdown: one row per arm, its pretraining cost and its downstream accuracy."""
-    lines = ['| arm | pretraining steps | images seen | CPU s | wall s | '
-             'final loss | top-1 (mean +- std) | per seed |',
-             '|---|---|---|---|---|---|---|---|']
+def results_table(accuracies: Dict[str, List[float]], costs: Dict[str, dict],
+                  baseline: str = 'random') -> str:
+    """Markdown: one row per arm, its pretraining cost and its downstream accuracy.
+
+    The last column pairs each seed with the ``baseline`` arm's run on the same
+    few-shot split: mean +- std of the differences, and on how many seeds it is ahead.
+    """
+    lines = ['| arm | pretraining steps | images seen | CPU s | wall s | final loss | '
+             f'top-1 (mean +- std) | per seed | minus {baseline}, same split |',
+             '|---|---|---|---|---|---|---|---|---|']
     for arm, values in accuracies.items():
         mean, std = mean_std(values)
         seeds = ' '.join(f'{v:.3f}' for v in values)
@@ -41,8 +46,14 @@ def results_table(accuracies: Dict[str, List[float]], costs: Dict[str, dict]) ->
                    f"{cost['wall_s']:.0f} | {statistics.fmean(losses):.3f}")
         else:
             pre = '- | - | - | - | -'
+        paired = '-'
+        if arm != baseline and baseline in accuracies:
+            diffs = [a - b for a, b in zip(values, accuracies[baseline])]
+            diff_mean, diff_std = mean_std(diffs)
+            ahead = sum(d > 0 for d in diffs)
+            paired = f'{diff_mean:+.3f} +- {diff_std:.3f} ({ahead}/{len(diffs)} ahead)'
         lines.append(f'| {ARM_LABELS.get(arm, arm)} | {pre} | '
-                     f'**{mean:.3f} +- {std:.3f}** | {seeds} |')
+                     f'**{mean:.3f} +- {std:.3f}** | {seeds} | {paired} |')
     return '\n'.join(lines)
 
 

@@ -12,7 +12,8 @@ from greenmim_mm.experiments.learning_signal_configs import (DEMO_CONFIG,
                                                              finetune_config,
                                                              load_demo_config,
                                                              pretrain_config)
-from greenmim_mm.experiments.learning_signal_report import mean_std, summary_line
+from greenmim_mm.experiments.learning_signal_report import (mean_std, results_table,
+                                                            summary_line)
 
 TOOL = 'tools/learning_signal.py'
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -29,6 +30,17 @@ def test_summary_line_form():
                     'simmim=0.790+-0.000 random=0.650+-0.050')
     assert LINE.match(line)
     assert mean_std([0.5]) == (0.5, 0.0)
+
+
+def test_results_table_pairs_seeds_with_random():
+    curve = [dict(loss=0.5)] * 60
+    table = results_table(
+        {'greenmim': [0.3, 0.5], 'random': [0.2, 0.6]},
+        {'greenmim': dict(steps=10, images=160, cpu_s=60.2, wall_s=70.0, curve=curve)})
+    rows = table.splitlines()
+    assert rows[2] == ('| GreenMIM | 10 | 160 | 60 | 70 | 0.500 | **0.400 +- 0.141** | '
+                       '0.300 0.500 | +0.000 +- 0.141 (1/2 ahead) |')
+    assert rows[3].endswith('| 0.200 0.600 | - |')
 
 
 def _without(cfg: dict, *paths: str) -> dict:
