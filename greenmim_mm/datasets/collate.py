@@ -16,8 +16,8 @@ from::
         collate_fn=dict(type='greenmim_collate', backbone=backbone),  # model.backbone
         ...)
 
-The backbone is built once per worker on the ``meta`` device (no weights) to read its
-:meth:`visible_geometry`; the model checks every plan against its own geometry, so a
+The backbone is built once per worker (then moved to the ``meta`` device, which frees
+its weights) to read its :meth:`visible_geometry`; the model checks every plan against its own geometry, so a
 collate configured for another backbone stops the first step with an error naming the
 difference, never trains on a wrong plan.
 """
@@ -35,12 +35,15 @@ _BACKBONES: Dict[str, Any] = {}  # per process: backbone config (JSON) -> meta b
 
 
 def _meta_backbone(backbone: dict):
-    """The backbone of ``backbone`` (a config dict) on the meta device, built once."""
+    """The backbone of ``backbone`` (a config dict) on the meta device, built once.
+
+    (Built on the CPU: mmpretrain's constructors read tensor values, which the meta
+    device cannot; ``to('meta')`` then drops the weights.)
+    """
     key = json.dumps(backbone, sort_keys=True, default=str)
     if key not in _BACKBONES:
         from mmpretrain.registry import MODELS
-        with torch.device('meta'):
-            model = MODELS.build(dict(backbone))
+        model = MODELS.build(dict(backbone)).to('meta')
         if not hasattr(model, 'visible_geometry'):
             raise TypeError(
                 f'greenmim_collate plans for visible-only backbones (GreenMIM '

@@ -10,11 +10,13 @@ statistics functions through ``getattr``, which a safe unpickler must never allo
 Those functions live on the class (``HistoryBuffer.register_statistics``) and are
 restored by its own ``__setstate__``, so nothing is lost by leaving them out.
 """
+import functools
 from typing import List
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
+from mmengine.optim import DefaultOptimWrapperConstructor
 
 
 def _numpy_globals() -> List[object]:
@@ -45,3 +47,31 @@ def allow_mmengine_checkpoints() -> None:
 
 
 allow_mmengine_checkpoints()
+
+
+def plain_dict_param_groups() -> None:
+    """Give torch optimizers ``dict`` param groups, not mmengine ``ConfigDict``\ s.
+
+    ``DefaultOptimWrapperConstructor`` stores the param groups in a ``ConfigDict``,
+    which turns each group into a ``ConfigDict``; torch.compile of a training step
+    (mmengine's ``compile=True``) then fails inside the optimizer with
+    ``InternalTorchDynamoError: 'UserDefinedDictVariable' object has no attribute
+    'items'`` (torch 2.14, mmengine 0.10.7; no upstream issue found). Same content,
+    plain dicts, before any step (checkpoints are unchanged).
+    """
+    call = DefaultOptimWrapperConstructor.__call__
+    if getattr(call, '_plain_dict_groups', False):
+        return
+
+    @functools.wraps(call)
+    def __call__(self, model):
+        optim_wrapper = call(self, model)
+        groups = optim_wrapper.optimizer.param_groups
+        groups[:] = [dict(group) for group in groups]
+        return optim_wrapper
+
+    __call__._plain_dict_groups = True
+    DefaultOptimWrapperConstructor.__call__ = __call__
+
+
+plain_dict_param_groups()

@@ -32,8 +32,12 @@ class GreenMIMDataPreprocessor(SelfSupDataPreprocessor):
     - the data samples' unit masks stay on the CPU (mmengine would move every tensor
       of a data sample; a device mask read back for planning would stall the GPU).
     Everything else is ``SelfSupDataPreprocessor`` (same arguments).
+
+    It runs eagerly under ``torch.compile`` (one graph break): traced, it would guard
+    on every data sample's metainfo (file names, shapes) and recompile each step.
     """
 
+    @torch.compiler.disable
     def forward(self, data: dict, training: bool = False) -> dict:
         data = dict(data)
         plan = data.pop('plan', None)
