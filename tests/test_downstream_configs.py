@@ -20,9 +20,9 @@ from torch import nn
 
 import greenmim_mm  # noqa: F401  (registration, checkpoint compat)
 from greenmim_mm.engine.layer_decay import svt_layer_depth
+from greenmim_mm.engine.compat import resize_relative_position_bias_table
 from greenmim_mm.engine.pretrained_init import (CheckpointMismatchError,
-                                                StrictPretrainedInit,
-                                                resize_relative_position_bias_table)
+                                                StrictPretrainedInit)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(
