@@ -12,6 +12,7 @@ train_pipeline = [
         backend='pillow',
         interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5),
+    # mask_unit: the encoder's total stride, as the model's mask_unit
     dict(type='GreenMIMMaskGenerator', mask_ratio=mask_ratio, mask_unit=32),
     dict(type='PackInputs')
 ]

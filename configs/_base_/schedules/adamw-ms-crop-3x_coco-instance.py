@@ -40,7 +40,7 @@ train_pipeline = [
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 
-max_epochs = 36  # 3x: 3 x 12 epochs
+max_epochs = 3 * _base_.max_epochs  # 3x the 1x schedule: 36 epochs
 train_cfg = dict(max_epochs=max_epochs)
 param_scheduler = [
     _base_.param_scheduler[0],  # the 1x warm-up
