@@ -9,18 +9,21 @@ device runs the previous step. The batch gains a ``plan`` entry, a
 DataLoader when ``pin_memory=True``), which ``GreenMIMDataPreprocessor`` copies to the
 device without blocking and ``GreenMIM`` hands to its backbone.
 
-Configs name it with the model's backbone config, the one place the geometry comes
-from::
+Configs name it; the geometry comes from one place, the model's backbone config::
 
-    train_dataloader = dict(
-        collate_fn=dict(type='greenmim_collate', backbone=backbone),  # model.backbone
-        ...)
+    train_dataloader = dict(collate_fn=dict(type='greenmim_collate'), ...)
+
+:func:`bind_collate_backbone` fills ``collate_fn.backbone`` from ``model.backbone`` once
+the config is merged (``tools/train.py`` and every tool of this project call it through
+``greenmim_mm.engine.launch.load_config``; with your own Runner, call it on the config
+first or set ``backbone`` yourself).
 
 The backbone is built once per worker (then moved to the ``meta`` device, which frees
 its weights) to read its :meth:`visible_geometry`; the model checks every plan against its own geometry, so a
 collate configured for another backbone stops the first step with an error naming the
 difference, never trains on a wrong plan.
 """
+import copy
 import json
 from typing import Any, Dict, Sequence, Tuple
 
@@ -59,6 +62,20 @@ def collate_geometry(backbone: dict, img_hw: Tuple[int, int]) -> VisibleGeometry
     return model.checked_geometry(torch.empty(1, 3, *img_hw, device='meta'))
 
 
+def bind_collate_backbone(cfg) -> None:
+    """Give every ``greenmim_collate`` of ``cfg``'s dataloaders the model's backbone.
+
+    Only where ``backbone`` is not set: an explicit one is kept, and the model checks
+    every plan against its own geometry.
+    """
+    backbone = cfg.get('model', {}).get('backbone')
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        collate = (cfg.get(name) or {}).get('collate_fn')
+        if (isinstance(collate, dict) and collate.get('type') == 'greenmim_collate'
+                and collate.get('backbone') is None and backbone is not None):
+            collate['backbone'] = copy.deepcopy(backbone)
+
+
 @FUNCTIONS.register_module()
 def greenmim_collate(data_batch: Sequence[dict], backbone: dict = None,
                      mask_mode: str = 'sample') -> dict:
@@ -77,8 +94,10 @@ def greenmim_collate(data_batch: Sequence[dict], backbone: dict = None,
     """
     if not isinstance(backbone, dict):
         raise ValueError(
-            'greenmim_collate needs the backbone config of the model: '
-            "collate_fn=dict(type='greenmim_collate', backbone=model.backbone).")
+            'greenmim_collate has no backbone config to plan for: load the config with '
+            'greenmim_mm.engine.launch.load_config (the tools do; it binds '
+            'model.backbone), call greenmim_mm.datasets.bind_collate_backbone(cfg), or '
+            'set train_dataloader.collate_fn.backbone = cfg.model.backbone.')
     if mask_mode not in MASK_MODES:
         raise ValueError(f'mask_mode must be one of {MASK_MODES}, got {mask_mode!r}.')
     batch = default_collate(data_batch)

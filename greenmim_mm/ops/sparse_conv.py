@@ -410,8 +410,10 @@ def submanifold_conv2d_rows(x: Tensor, neighbours: Tensor, weight: Tensor,
         neighbours: ``(B*N, kh * kw)`` from :func:`neighbour_rows`, on ``x``'s device.
         weight, bias, groups: as :func:`submanifold_conv2d` (checked there).
     """
-    if torch.is_autocast_enabled(x.device.type):  # as autocast treats F.conv2d
-        dtype = torch.get_autocast_dtype(x.device.type)
+    device_type = x.device.type
+    if (torch.amp.is_autocast_available(device_type)
+            and torch.is_autocast_enabled(device_type)):  # as autocast treats F.conv2d
+        dtype = torch.get_autocast_dtype(device_type)
         x, weight = x.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
     batch, num_tokens, in_channels = x.shape

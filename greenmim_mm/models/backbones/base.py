@@ -104,18 +104,18 @@ class VisibleBackboneMixin:
         if mask is None and plan is None:
             return super().forward(x)  # type: ignore[misc]  (the stock backbone's)
         if plan is None:
-            if torch.compiler.is_compiling():
-                raise RuntimeError(
-                    'A compiled visible-only forward needs the plan built in the data '
-                    "loader: use collate_fn=dict(type='greenmim_collate', backbone=...) "
-                    'in train_dataloader (see configs/_base_), or do not compile.')
             plan = self.visible_plan(x, mask).to(x.device)
         else:
             self.check_plan(x, plan)
         return self.forward_visible(x, plan)
 
     def visible_plan(self, img: Tensor, mask: Tensor) -> VisiblePlan:
-        """The plan of ``mask`` for images like ``img``, built on the CPU."""
+        """The plan of ``mask`` for images like ``img``, built on the CPU.
+
+        Not under ``torch.compile``: planning is host work that a compiled step must
+        not contain (it would break the graph and recompile for every mask).
+        """
+        check_not_compiling()
         geometry = self.checked_geometry(img)
         if mask.device.type != 'cpu':
             mask = mask.cpu()  # one device->host copy: keep masks on the CPU instead
@@ -159,6 +159,15 @@ class VisibleBackboneMixin:
         stock = [cls for cls in type(self).__mro__[1:]
                  if cls.__module__.startswith('mmpretrain')]
         return stock[0].__name__ if stock else type(self).__name__
+
+
+def check_not_compiling() -> None:
+    """Refuse to plan inside ``torch.compile``, naming the fix."""
+    if torch.compiler.is_compiling():
+        raise RuntimeError(
+            'A compiled visible-only forward needs the plan built in the data loader: '
+            "use collate_fn=dict(type='greenmim_collate') in train_dataloader "
+            '(configs/_base_/datasets do), or do not compile.')
 
 
 def _differences(planned: VisibleGeometry, model: VisibleGeometry) -> str:

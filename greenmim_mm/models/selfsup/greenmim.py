@@ -17,6 +17,7 @@ from mmpretrain.structures import DataSample
 from torch import Tensor, nn
 
 from ...ops.masking import check_unit_mask
+from ..backbones.base import check_not_compiling
 from ...ops.visible_plan import VisiblePlan
 
 MASK_MODES = ('sample', 'batch')
@@ -143,6 +144,7 @@ class GreenMIM(BaseSelfSupervisor):
                    plan: Optional[VisiblePlan] = None) -> VisiblePlan:
         """The batch's plan: the loader's, or one made here from the samples' masks."""
         if plan is None:
+            check_not_compiling()
             mask = self.unit_masks(inputs, data_samples)  # CPU
             return self.backbone.visible_plan(inputs, mask).to(inputs.device)
         if plan.shared_mask != (self.mask_mode == 'batch'):
