@@ -105,7 +105,8 @@ def step_options(args: argparse.Namespace) -> StepOptions:
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Run the chosen sections, print their tables; return tables and results."""
+    """Run the chosen sections and print their tables. Returns ``tables`` (markdown),
+    the rows of each section and, for ``step``, its ``results`` and ``variants``."""
     import greenmim_mm  # noqa: F401  (registers the models and applies compat fixes)
     from .measure import markdown_table
 
@@ -127,6 +128,7 @@ def run(args: argparse.Namespace) -> dict:
         out['tables']['step'] = steps_table(results, variants, options, title)
         out['step'] = [dict(dataclasses.asdict(r), images_per_s=r.images_per_s)
                        for r in results]
+        out['results'], out['variants'] = results, variants
     tables = []
     if 'ops' in sections:
         from .grouping_attention import attention_table, grouping_table
@@ -146,7 +148,8 @@ def run(args: argparse.Namespace) -> dict:
         print(table, end='\n\n', flush=True)
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(out, f, indent=2, default=str)
+            json.dump({k: v for k, v in out.items() if k not in ('results', 'variants')},
+                      f, indent=2, default=str)
     return out
 
 

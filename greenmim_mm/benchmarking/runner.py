@@ -110,31 +110,40 @@ def _ratio(value: Optional[float], baseline: Optional[float], fmt: str) -> str:
     return format(value / baseline, fmt) if value and baseline else 'n/a'
 
 
-def steps_table(results: Sequence[StepResult], variants: Sequence[Variant],
-                options: StepOptions, title: str = '') -> str:
-    """One row per (batch, model), with ratios against the baseline (the last variant)
-    of the same batch group; by images/s, so that 'max' rows compare throughput."""
-    on_cuda = options.device == 'cuda'
-    baseline = variants[-1].name
+STEP_HEADER = ['batch', 'model', 'step time (median)', 'min - max', 'thread CPU time',
+               'images/s', 'GFLOPs / step', 'peak memory', 'GPU busy', 'speed-up vs {}',
+               'memory vs {}']
+
+
+def step_rows(results: Sequence[StepResult], baseline: str) -> List[list]:
+    """Rows of :data:`STEP_HEADER`, with ratios against ``baseline`` in the same batch
+    group; by images/s, so that 'max' rows (each model at its own batch) compare
+    throughput."""
     base = {r.group: r for r in results if r.name == baseline}
-    header = ['batch', 'model', 'step time (median)', 'min - max', 'thread CPU time',
-              'images/s', 'GFLOPs / step', 'peak memory']
-    header += ['GPU busy'] if on_cuda else []
-    header += [f'speed-up vs {baseline}', f'memory vs {baseline}']
     rows = []
     for r in results:
         b = base.get(r.group)
-        row = [r.group if r.group == str(r.batch_size) else f'{r.group} ({r.batch_size})',
-               r.name, f'{r.timing.median_ms():.1f} ms',
-               f'{min(r.timing.wall) * 1e3:.1f} - {max(r.timing.wall) * 1e3:.1f} ms',
-               f"{r.timing.median_ms('cpu'):.1f} ms", f'{r.images_per_s:.1f}',
-               f'{r.flops / 1e9:.1f}',
-               f'{r.peak_bytes / 2**20:.0f} MiB' if r.peak_bytes else 'n/a']
-        if on_cuda:
-            row.append(f'{r.gpu_busy:.0%}' if r.gpu_busy is not None else 'n/a')
-        row += [_ratio(r.images_per_s, b and b.images_per_s, '.2f') + 'x',
-                _ratio(r.peak_bytes, b and b.peak_bytes, '.0%')]
-        rows.append(row)
+        rows.append([
+            r.group if r.group == str(r.batch_size) else f'{r.group} ({r.batch_size})',
+            r.name, f'{r.timing.median_ms():.1f} ms',
+            f'{min(r.timing.wall) * 1e3:.1f} - {max(r.timing.wall) * 1e3:.1f} ms',
+            f"{r.timing.median_ms('cpu'):.1f} ms", f'{r.images_per_s:.1f}',
+            f'{r.flops / 1e9:.1f}',
+            f'{r.peak_bytes / 2**20:.0f} MiB' if r.peak_bytes else 'n/a',
+            f'{r.gpu_busy:.0%}' if r.gpu_busy is not None else 'n/a',
+            _ratio(r.images_per_s, b and b.images_per_s, '.2f') + 'x',
+            _ratio(r.peak_bytes, b and b.peak_bytes, '.0%')])
+    return rows
+
+
+def steps_table(results: Sequence[StepResult], variants: Sequence[Variant],
+                options: StepOptions, title: str = '') -> str:
+    """The section's markdown table (no GPU-busy column on the CPU) and its notes."""
+    on_cuda = options.device == 'cuda'
+    baseline = variants[-1].name
+    keep = [i for i, name in enumerate(STEP_HEADER) if on_cuda or name != 'GPU busy']
+    header = [STEP_HEADER[i].format(baseline) for i in keep]
+    rows = [[row[i] for i in keep] for row in step_rows(results, baseline)]
     precision = f'autocast {options.amp_dtype}' if options.amp else 'fp32'
     device = (torch.cuda.get_device_name(0) if on_cuda
               else f'CPU ({torch.get_num_threads()} threads)')

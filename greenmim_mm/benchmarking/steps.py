@@ -128,6 +128,10 @@ class TrainStep:
     def compile(self) -> None:
         """Compile ``model.train_step`` (as ``Runner._maybe_compile``) if asked to."""
         if self.compile_options is not None:
+            # Each TrainStep compiles the same code (train_step) for another model:
+            # one cache entry per model, not a fall-back to eager after the 8th.
+            dynamo_config = torch._dynamo.config
+            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
             self.model.train_step = torch.compile(self.model.train_step,
                                                   **self.compile_options)
 
