@@ -91,6 +91,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device is visible to torch; run on a GPU '
                      'machine or use --device cpu')
+    if 'flex' in args.attn_backend and args.device != 'cuda':
+        parser.error('--attn-backend flex: FlexAttention has no backward on the CPU; '
+                     'use --attn-backend sdpa there')
     if 'max' in args.batch_size and args.device != 'cuda':
         parser.error('--batch-size max: the largest batch is searched on the GPU only; '
                      'give numbers on the CPU, e.g. --batch-size 8')

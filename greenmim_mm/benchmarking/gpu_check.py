@@ -40,11 +40,11 @@ def matrix(smoke: bool, device: str) -> List[Cell]:
     """The cells, most important first."""
     if smoke:  # tiny models, one step: every code path in seconds
         common = ['--arch', 'demo', '--device', device, '--amp', '--steps', '1',
-                  '--warmup', '1', '--memory-steps', '1']
-        batches = ['2'] + (['max'] if device == 'cuda' else [])
-        return [Cell('eager', common + ['--batch-size', *batches], 5),
+                  '--warmup', '1', '--memory-steps', '1', '--batch-size', '2']
+        flex = ['--attn-backend', 'sdpa', 'flex'] if device == 'cuda' else []
+        return [Cell('eager', common + flex, 5),
                 Cell('compiled (dynamo, eager backend)',
-                     common + ['--batch-size', '2', '--no-memory', '--compile',
+                     common + ['--no-memory', '--compile',
                                '--compile-backend', 'eager'], 5)]
     common = ['--arch', 'base', '--device', device, '--amp', '--amp-dtype', 'bfloat16']
     eager = common + ['--steps', '5', '--warmup', '2']
@@ -52,9 +52,9 @@ def matrix(smoke: bool, device: str) -> List[Cell]:
     return [
         Cell('eager', eager + ['--batch-size', '128', '256', '--attn-backend', 'sdpa',
                                'flex'], 60),
-        Cell('eager', eager + ['--batch-size', 'max'], 90),
         Cell('compiled', compiled + ['--batch-size', '128', '--attn-backend', 'sdpa',
-                                     'flex'], 150),
+                                     'flex'], 120),
+        Cell('eager', eager + ['--batch-size', 'max'], 90),
         Cell('compiled', compiled + ['--batch-size', 'max'], 120),
         Cell('compiled', compiled + ['--batch-size', '256', '--attn-backend', 'sdpa',
                                      'flex'], 120),

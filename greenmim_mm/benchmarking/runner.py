@@ -10,6 +10,7 @@ a fresh process per model (:mod:`.memory`).
 ``'max'`` every model runs alone at the largest batch that fits on the GPU.
 """
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Union
 
@@ -32,7 +33,7 @@ class StepResult:
     batch_size: int
     group: str  # the batch size asked for: a number or 'max'
     timing: Timing = field(default_factory=Timing)
-    flops: int = 0
+    flops: Optional[int] = None
     peak_bytes: Optional[int] = None
     gpu_busy: Optional[float] = None  # GPU kernel time / wall time per step
 
@@ -53,7 +54,10 @@ def run_side_by_side(variants: Sequence[Variant], batch_size: int,
     results = {v.name: StepResult(v.name, batch_size, group or str(batch_size))
                for v in variants}
     for name, step in stepper.items():  # counted eagerly, before any compile
-        results[name].flops = count_flops(lambda: step(batches[name][0]))
+        try:
+            results[name].flops = count_flops(lambda: step(batches[name][0]))
+        except Exception as error:  # noqa: BLE001  (e.g. FlexAttention's operator)
+            warnings.warn(f'{name}: FLOPs not counted: {type(error).__name__}: {error}')
         step.compile()
     names = list(stepper)
     for i in range(warmup):
@@ -128,7 +132,7 @@ def step_rows(results: Sequence[StepResult], baseline: str) -> List[list]:
             r.name, f'{r.timing.median_ms():.1f} ms',
             f'{min(r.timing.wall) * 1e3:.1f} - {max(r.timing.wall) * 1e3:.1f} ms',
             f"{r.timing.median_ms('cpu'):.1f} ms", f'{r.images_per_s:.1f}',
-            f'{r.flops / 1e9:.1f}',
+            f'{r.flops / 1e9:.1f}' if r.flops else 'n/a',
             f'{r.peak_bytes / 2**20:.0f} MiB' if r.peak_bytes else 'n/a',
             f'{r.gpu_busy:.0%}' if r.gpu_busy is not None else 'n/a',
             _ratio(r.images_per_s, b and b.images_per_s, '.2f') + 'x',

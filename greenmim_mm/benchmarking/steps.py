@@ -8,6 +8,7 @@ process's work, ``model.train_step(batch, optim_wrapper)``: data preprocessor (t
 copy to the device included), forward, backward and the optimizer update.
 """
 import copy
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import List, Optional
@@ -63,8 +64,9 @@ def make_batches(cfg: Config, batch_size: int, num_batches: int,
     from mmengine.runner import Runner
 
     with scope(cfg):
-        loader_cfg = dict(
-            batch_size=batch_size, num_workers=0,
+        loader_cfg = dict(  # on a GPU machine, workers as a training run has them
+            batch_size=batch_size,
+            num_workers=min(8, os.cpu_count() or 1) if options.device == 'cuda' else 0,
             pin_memory=options.device == 'cuda',
             sampler=dict(type='DefaultSampler', shuffle=False),
             dataset=RandomImages(train_pipeline(cfg), batch_size * num_batches,

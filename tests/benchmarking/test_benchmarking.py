@@ -115,6 +115,7 @@ def test_busy_time_is_the_union_of_kernel_intervals():
     (['--backbone', 'vit'], "invalid choice: 'vit'"),
     (['--backbone', 'twins', '--arch', 'tiny'], '--arch tiny: no twins arch'),
     (['--batch-size', '0'], "invalid batch size '0'"),
+    (['--attn-backend', 'flex'], '--attn-backend flex: FlexAttention has no backward'),
 ])
 def test_bad_command_lines(capsys, argv, message):
     with pytest.raises(SystemExit):
