@@ -109,8 +109,8 @@ def run_cell(cell: Cell, seconds: float) -> List[list]:
 def _note_row(cell: Cell, note: str) -> list:
     from .runner import STEP_HEADER
 
-    sizes = cell.argv[cell.argv.index('--batch-size') + 1:]
-    sizes = ' '.join(s for s in sizes[:3] if not s.startswith('-'))
+    sizes = cell.argv[cell.argv.index('--batch-size') + 1:] + ['--']
+    sizes = ' '.join(sizes[:next(i for i, s in enumerate(sizes) if s.startswith('-'))])
     return [cell.mode, sizes, note] + [''] * (len(STEP_HEADER) - 2)
 
 

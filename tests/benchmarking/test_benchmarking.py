@@ -173,3 +173,15 @@ def test_gpu_check_without_wheels_says_what_to_do(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert f'no wheels in {tmp_path}: run tools/gpu_check.sh --prepare' in result.stderr
+
+
+def test_gpu_check_lists_the_cells_it_has_no_budget_for(tmp_path):
+    from greenmim_mm.benchmarking import gpu_check
+
+    out = tmp_path / 'check.md'
+    rows = gpu_check.main(['--smoke', '--device', 'cpu', '--skip-tests', '--budget-s',
+                           '0', '--out', str(out)])
+    assert [row[:2] for row in rows] == [['eager', '2'],
+                                         ['compiled (dynamo, eager backend)', '2']]
+    assert all(row[2].startswith('not run: ') for row in rows)
+    assert out.read_text().count('| not run: ') == 2
