@@ -64,9 +64,10 @@ def make_batches(cfg: Config, batch_size: int, num_batches: int,
     from mmengine.runner import Runner
 
     with scope(cfg):
-        loader_cfg = dict(  # on a GPU machine, workers as a training run has them
+        parallel = options.device == 'cuda' and num_batches > 1  # GPU machines
+        loader_cfg = dict(
             batch_size=batch_size,
-            num_workers=min(8, os.cpu_count() or 1) if options.device == 'cuda' else 0,
+            num_workers=min(num_batches, os.cpu_count() or 1) if parallel else 0,
             pin_memory=options.device == 'cuda',
             sampler=dict(type='DefaultSampler', shuffle=False),
             dataset=RandomImages(train_pipeline(cfg), batch_size * num_batches,
