@@ -16,7 +16,8 @@ Configs name it; the geometry comes from one place, the model's backbone config:
 :func:`bind_collate_backbone` fills ``collate_fn.backbone`` from ``model.backbone`` once
 the config is merged (``tools/train.py`` and every tool of this project call it through
 ``greenmim_mm.engine.launch.load_config``; with your own Runner, call it on the config
-first or set ``backbone`` yourself).
+first or set ``backbone`` yourself: without it, training still works, but the model
+plans each batch in the training process and says so once).
 
 The backbone is built once per worker (then moved to the ``meta`` device, which frees
 its weights) to read its :meth:`visible_geometry`; the model checks every plan against its own geometry, so a
@@ -84,7 +85,9 @@ def greenmim_collate(data_batch: Sequence[dict], backbone: dict = None,
     Args:
         data_batch: samples from a pipeline ending with ``GreenMIMMaskGenerator`` and
             ``PackInputs`` (each data sample has a ``(Hu, Wu)`` bool ``mask``).
-        backbone: the config of the model's visible-only backbone (``model.backbone``).
+        backbone: the config of the model's visible-only backbone (``model.backbone``;
+            :func:`bind_collate_backbone` fills it from the config). Without it the
+            batch has no plan and the model plans in the training step (it warns).
         mask_mode: ``'sample'`` (each image its own mask) or ``'batch'`` (the first
             sample's mask for all, as the published code; the samples' masks are
             replaced too, so pictures show what the model saw).
@@ -92,12 +95,8 @@ def greenmim_collate(data_batch: Sequence[dict], backbone: dict = None,
     Returns:
         ``dict(inputs=(B, 3, H, W), data_samples=[...], plan=VisiblePlan)``.
     """
-    if not isinstance(backbone, dict):
-        raise ValueError(
-            'greenmim_collate has no backbone config to plan for: load the config with '
-            'greenmim_mm.engine.launch.load_config (the tools do; it binds '
-            'model.backbone), call greenmim_mm.datasets.bind_collate_backbone(cfg), or '
-            'set train_dataloader.collate_fn.backbone = cfg.model.backbone.')
+    if backbone is not None and not isinstance(backbone, dict):
+        raise ValueError(f'backbone must be the backbone config (a dict), got {backbone!r}.')
     if mask_mode not in MASK_MODES:
         raise ValueError(f'mask_mode must be one of {MASK_MODES}, got {mask_mode!r}.')
     batch = default_collate(data_batch)
@@ -111,6 +110,8 @@ def greenmim_collate(data_batch: Sequence[dict], backbone: dict = None,
         mask = mask[:1].expand_as(mask).contiguous()
         for sample, sample_mask in zip(samples, mask):
             sample.mask = sample_mask
+    if backbone is None:  # nothing to plan for: the model plans in the step (and says so)
+        return batch
     geometry = collate_geometry(backbone, tuple(batch['inputs'].shape[-2:]))
     batch['plan'] = build_visible_plan(geometry, mask, shared_mask=mask_mode == 'batch')
     return batch

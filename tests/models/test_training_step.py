@@ -259,9 +259,16 @@ def test_unequal_visible_counts_are_a_clear_error():
         greenmim_collate(samples, backbone=SWIN)
 
 
-def test_collate_needs_the_backbone():
-    with pytest.raises(ValueError, match='no backbone config to plan for'):
-        greenmim_collate(pipeline_samples(2, seed=0))
+def test_without_a_backbone_the_model_plans_and_says_so(monkeypatch):
+    import greenmim_mm.models.selfsup.greenmim as greenmim
+    batch = greenmim_collate(pipeline_samples(2, seed=0))
+    assert 'plan' not in batch
+    model = build_model(SWIN)
+    said = []
+    monkeypatch.setattr(greenmim, 'print_log', lambda msg, **kwargs: said.append(msg))
+    model.train_step(batch, build_optim_wrapper(model, OPTIM))
+    model.train_step(batch, build_optim_wrapper(model, OPTIM))
+    assert len(said) == 1 and 'no plan from the data loader' in said[0]
 
 
 @pytest.mark.parametrize('name', ['swin', 'twins'])

@@ -6,10 +6,12 @@ masks when a batch has none), encode the visible units only (``backbone(img,
 plan=plan)``), decode every unit (``GreenMIMDecoder``) and score the masked ones
 (``MAEPretrainHead``: MSE on per-unit normalised pixels).
 """
+import logging
 import warnings
 from typing import Dict, List, Optional, Union
 
 import torch
+from mmengine.logging import print_log
 from mmpretrain.models.selfsup import BaseSelfSupervisor
 from mmpretrain.models.utils import SelfSupDataPreprocessor
 from mmpretrain.registry import MODELS
@@ -145,6 +147,15 @@ class GreenMIM(BaseSelfSupervisor):
         """The batch's plan: the loader's, or one made here from the samples' masks."""
         if plan is None:
             check_not_compiling()
+            if self.training and not getattr(self, '_warned_no_plan', False):
+                self._warned_no_plan = True
+                print_log(
+                    'The batches have no plan from the data loader: the training '
+                    'process plans every step (CPU work the GPU waits for). Use '
+                    "collate_fn=dict(type='greenmim_collate') with the model's backbone "
+                    '(tools/train.py binds it; with your own Runner call '
+                    'greenmim_mm.datasets.bind_collate_backbone(cfg)).',
+                    logger='current', level=logging.WARNING)
             mask = self.unit_masks(inputs, data_samples)  # CPU
             return self.backbone.visible_plan(inputs, mask).to(inputs.device)
         if plan.shared_mask != (self.mask_mode == 'batch'):
