@@ -29,6 +29,16 @@ def _restore_default_scope():
     DefaultScope._instance_dict.update(saved)
 
 
+@pytest.fixture
+def mmpretrain_scope():
+    """Build in mmpretrain's registries whatever scope an earlier test left current
+    (modules that build from configs use it: ``pytestmark =
+    pytest.mark.usefixtures('mmpretrain_scope')``)."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        yield
+
+
 def pytest_configure(config) -> None:
     """One torch thread: the suite's tensors are tiny, and on a shared 2-core machine
     two spinning threads cost many times the work (tools' subprocesses set

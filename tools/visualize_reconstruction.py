@@ -71,7 +71,7 @@ def image_batch(image_path: str, size: int, mask_ratio: float, mask_unit: int,
             dict(type='PackInputs'),
         ]
     ])
-    np.random.seed(seed)
+    torch.manual_seed(seed)  # GreenMIMMaskGenerator draws from torch's generator
     packed = pipeline(dict(img=np.ascontiguousarray(image_bgr), img_path=image_path))
     return default_collate([packed])
 
