@@ -4,10 +4,11 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from helpers import random_masks as unit_masks
 from mmengine.config import Config
 from mmengine.dataset import default_collate
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmpretrain.models.backbones import SwinTransformer
 from mmpretrain.registry import DATASETS, MODELS
 from mmpretrain.structures import DataSample
@@ -17,13 +18,7 @@ from greenmim_mm.models.backbones import GreenMIMSwinTransformer
 
 CONFIGS = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'pretrain')
 UNIT = 32
-
-
-@pytest.fixture(autouse=True)
-def mmpretrain_scope():
-    """Build in mmpretrain's registries whatever scope an earlier test left current."""
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        yield
+pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
 
 def tiny_model(mask_mode: str = 'sample', seed: int = 0):
@@ -49,12 +44,8 @@ def tiny_model(mask_mode: str = 'sample', seed: int = 0):
 
 
 def random_masks(batch: int, grid=(3, 3), num_visible: int = 2, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    num_units = grid[0] * grid[1]
-    mask = torch.ones(batch, num_units, dtype=torch.bool)
-    for row in mask:
-        row[torch.randperm(num_units, generator=gen)[:num_visible]] = False
-    return mask.view(batch, *grid)
+    """Masks of 96 px images (3 x 3 units), 2 visible units each."""
+    return unit_masks(batch, grid, num_visible, seed)
 
 
 def samples(mask: torch.Tensor):

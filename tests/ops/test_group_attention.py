@@ -4,11 +4,12 @@ from typing import Optional, Tuple
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import gather_at, layout_coords, scatter_at
 from torch import Tensor, nn
 
 from greenmim_mm.ops.group_attention import group_window_attention
 from greenmim_mm.ops.grouping import plan_window_groups
-from greenmim_mm.ops.masking import scatter_tokens, visible_token_coords
+from greenmim_mm.ops.masking import random_unit_masks
 
 NEG = -1e9  # finite "minus infinity": rows without any visible key stay finite
 
@@ -59,8 +60,8 @@ def reference_attention(x: Tensor, coords: Tensor, hw: Tuple[int, int], ws: int,
     """Dense shifted-window attention; masked and padded tokens are not keys."""
     batch, _, channels = x.shape
     height, width = hw
-    dense = scatter_tokens(x, coords, hw)  # B, H, W, C
-    visible = scatter_tokens(torch.ones_like(x[..., :1]), coords, hw)  # B, H, W, 1
+    dense = scatter_at(x, coords, hw)  # B, H, W, C
+    visible = scatter_at(torch.ones_like(x[..., :1]), coords, hw)  # B, H, W, 1
     pad_r, pad_b = (ws - width % ws) % ws, (ws - height % ws) % ws
     dense = F.pad(dense, (0, 0, 0, pad_r, 0, pad_b))
     visible = F.pad(visible, (0, 0, 0, pad_r, 0, pad_b))  # padding is not visible
@@ -88,26 +89,12 @@ def reference_attention(x: Tensor, coords: Tensor, hw: Tuple[int, int], ws: int,
     out = window_reverse(out, hp, wp, ws)
     if shift > 0:
         out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
-    out = out[:, :height, :width]  # B, H, W, C
-    flat = coords[..., 0] * width + coords[..., 1]  # B, N
-    return out.reshape(batch, height * width, channels).gather(
-        1, flat[..., None].expand(-1, -1, channels))
+    return gather_at(out[:, :height, :width], coords)  # B, N, C
 
 
 # ----------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------
-def random_unit_mask(batch: int, grid: Tuple[int, int], ratio: float,
-                     generator: torch.Generator) -> Tensor:
-    """Per-sample random (B, Hu, Wu) mask, True = masked, same visible count."""
-    num_units = grid[0] * grid[1]
-    num_visible = max(1, int(num_units * (1 - ratio)))
-    ranks = torch.rand(batch, num_units, generator=generator).argsort(1)
-    mask = torch.ones(batch, num_units, dtype=torch.bool)
-    mask.scatter_(1, ranks[:, :num_visible], False)
-    return mask.view(batch, *grid)
-
-
 class Attention(nn.Module):
     """Just the parameters of WindowMSA."""
 
@@ -140,8 +127,9 @@ def make_case(image_hw, stride, ws, batch=2, dim=16, heads=2, ratio=0.75, seed=0
     torch.manual_seed(seed)
     grid = (image_hw[0] // 32, image_hw[1] // 32)
     hw = (image_hw[0] // stride, image_hw[1] // stride)
-    mask = random_unit_mask(batch, grid, ratio, gen)
-    coords = visible_token_coords(mask, 32 // stride)
+    num_visible = max(1, int(grid[0] * grid[1] * (1 - ratio)))
+    mask = random_unit_masks(batch, grid, num_visible, generator=gen)
+    coords = layout_coords(mask, 32 // stride)
     x = torch.randn(batch, coords.shape[1], dim, generator=gen)
     return Attention(dim, ws, heads, bias), x, coords, hw
 

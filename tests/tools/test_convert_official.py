@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_masks
 from torch import Tensor
 
 from greenmim_mm.models.convert_official import (convert_official_state_dict,
@@ -275,12 +276,9 @@ def model_loss(model, img: Tensor, mask: Tensor) -> Tensor:
 
 def random_mask(batch: int, shared: bool, seed: int) -> Tensor:
     """Unit masks with 4 of the 16 units visible; ``shared``: one for the batch."""
-    gen = torch.Generator().manual_seed(seed)
     grid = ARCH['img_size'] // ARCH['unit']
-    masks = torch.ones(1 if shared else batch, grid * grid, dtype=torch.bool)
-    for m in masks:
-        m[torch.randperm(grid * grid, generator=gen)[:4]] = False
-    return masks.expand(batch, -1).reshape(batch, grid, grid).contiguous()
+    masks = random_masks(1 if shared else batch, (grid, grid), 4, seed)
+    return masks.expand(batch, grid, grid).contiguous()
 
 
 @pytest.fixture(scope='module')

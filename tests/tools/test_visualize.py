@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
 from PIL import Image
@@ -21,12 +21,7 @@ REPO = osp.join(osp.dirname(__file__), '..', '..')
 DEMO_CONFIG = osp.abspath(osp.join(REPO, 'configs', 'pretrain', 'greenmim_swin_demo.py'))
 PHOTO = osp.join(skimage_data_dir(), 'chelsea.png')
 
-
-@pytest.fixture(autouse=True)
-def mmpretrain_scope():
-    """Build in mmpretrain's registries whatever scope an earlier test left current."""
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        yield
+pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
 
 def load_tool():
