@@ -156,6 +156,22 @@ def test_reconstruct_returns_images():
     assert image.shape == inputs.shape and not image.requires_grad
 
 
+@pytest.mark.parametrize('norm_pix', [True, False])
+def test_perfect_prediction_reconstructs_the_input(norm_pix, monkeypatch):
+    """A decoder that predicts the loss target exactly (per-unit normalised pixels
+    with norm_pix) makes ``reconstruct`` return the input: the normalisation is
+    undone with the input's own unit statistics, and units land where they belong."""
+    model = tiny_model()
+    model.head.norm_pix = norm_pix
+    inputs = torch.randn(2, 3, 96, 96) * 3 + 1
+    mask = random_masks(2)
+    monkeypatch.setattr(model, 'predict_pixels',
+                        lambda images, masks: model.head.construct_target(images))
+    assert model.loss(inputs, samples(mask))['loss'] == 0  # it is the loss's target
+    torch.testing.assert_close(model.reconstruct(inputs, samples(mask)), inputs,
+                               rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize('name, arch', [
     ('greenmim_swin_b', 'base'), ('greenmim_swin_l_w14', 'large'),
     ('greenmim_swin_t', 'tiny')])

@@ -10,6 +10,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
 from PIL import Image
 
 import greenmim_mm  # noqa: F401  (registers the model and the hook)
@@ -67,6 +68,37 @@ def test_panel_layout():
     assert (pasted[~hidden] == image[~hidden]).all()
     assert (panel[:HEADER] < 255).any()  # the labels are drawn
     assert reconstruction_panel(image, mask, recon, labels=False).shape[0] == 64
+
+
+@pytest.mark.parametrize('to_rgb', [True, False])
+def test_perfect_prediction_draws_the_original(tiny_run, to_rgb, monkeypatch):
+    """A BGR image as LoadImageFromFile loads it, through the data preprocessor (with
+    or without its BGR -> RGB conversion) and a decoder that predicts the loss target
+    exactly: the panel shows the image in RGB as original, as reconstruction and as
+    reconstruction + visible (mean/std undone, channels in RGB order)."""
+    cfg = Config.fromfile(tiny_run[0])
+    cfg.model.data_preprocessor.to_rgb = to_rgb
+    model = MODELS.build(cfg.model)
+    monkeypatch.setattr(model, 'predict_pixels',
+                        lambda images, mask: model.head.construct_target(images))
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    rgb[:32, :32] = [250, 10, 120]  # a unit far from grey, channels far apart
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    sample = DataSample().set_mask(torch.tensor([[False, True], [True, True]]))
+    panel = reconstruction_panel_of(model, bgr, sample)
+    original, _, reconstruction, pasted = (
+        panel[HEADER:, k * (64 + GAP):k * (64 + GAP) + 64] for k in range(4))
+    np.testing.assert_array_equal(original, rgb)
+    np.testing.assert_array_equal(reconstruction, rgb)
+    np.testing.assert_array_equal(pasted, rgb)
+
+
+def reconstruction_panel_of(model, bgr: np.ndarray, sample) -> np.ndarray:
+    """The panel of one ``(H, W, 3)`` BGR uint8 image, collated as the dataloader
+    does (``PackInputs`` + ``default_collate``)."""
+    from greenmim_mm.visualization import reconstruction_panels
+    inputs = torch.from_numpy(bgr).permute(2, 0, 1)[None].contiguous()  # 1, 3, H, W
+    return reconstruction_panels(model, dict(inputs=inputs, data_samples=[sample]))
 
 
 def test_tool_writes_the_panel(tiny_run, tmp_path):
