@@ -246,10 +246,11 @@ def test_shift_regions_with_every_token_visible(hw, ws, shift):
 
 
 @pytest.mark.filterwarnings('ignore:flex_attention called without torch.compile')
-def test_flex_backend_forward_on_cpu():
+@pytest.mark.parametrize('bias', [True, False])
+def test_flex_backend_forward_on_cpu(bias):
     # Eager FlexAttention on the CPU (slow, unfused): forward only, torch has no
     # CPU backward for it. The CUDA test below covers the backward.
-    module, x, coords, hw = make_case((128, 160), 8, 7, seed=5)  # 16x20 map
+    module, x, coords, hw = make_case((128, 160), 8, 7, seed=5, bias=bias)  # 16x20 map
     plan = plan_window_groups(coords, hw, 7, 3)
     with torch.no_grad():
         out = module.grouped(x, plan, backend='flex')
@@ -315,3 +316,14 @@ def test_bad_input():
     with pytest.raises(ValueError, match='not supported by backend=.flex.'):
         group_window_attention(x, plan, module.qkv, module.proj, 2, 1.0,
                                backend='flex', attn_drop=0.1)
+
+
+@pytest.mark.parametrize('backend', ['sdpa', 'flex'])
+def test_plan_on_another_device_than_the_tokens(backend):
+    """The plan must be moved to the tokens' device first ('meta' stands in for a
+    GPU): a clear error, not a device error deep inside the kernel."""
+    module, x, coords, hw = make_case((224, 224), 8, 7, seed=7)
+    plan = plan_window_groups(coords, hw, 7, 0).to('meta')
+    with pytest.raises(ValueError, match=r'The plan is on meta but x is on cpu: call '
+                       r'plan.to\(x.device\)'):
+        module.grouped(x, plan, backend=backend)
