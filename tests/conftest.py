@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -166,3 +167,36 @@ def tiny_cls_run(tmp_path_factory, image_folder) -> Dict[str, object]:
     result = _run_tool(['tools/dist_train.sh', config, '2', '--work-dir', work_dir],
                        timeout=300, env=env)
     return dict(config=config, work_dir=work_dir, env=env, result=result)
+
+
+@pytest.fixture(scope='session')
+def greenmim_ddp_run(tmp_path_factory) -> Dict[str, object]:
+    """The tiny GreenMIM config (``tests/tools/configs/tiny_greenmim.py``) trained
+    for 2 iterations by 2 processes over gloo (``tools/dist_train.sh``), then resumed
+    in one process for a third (``tools/train.py --resume``), with
+    ``tests/tools/ddp_probe.py``'s hook recording every process into
+    ``<work_dir>/probe``.
+
+    Shared, so treat ``work_dir`` as read-only. Returns ``dict(config, work_dir,
+    train, resume, seconds)``: the two ``ToolResult``s (``resume`` is None when
+    training failed) and the wall time of both runs.
+    """
+    root = tmp_path_factory.mktemp('greenmim_ddp')
+    config = root / 'tiny_greenmim_probed.py'
+    config.write_text(
+        f"_base_ = [{osp.join(TEST_CONFIGS, 'tiny_greenmim.py')!r}]\n"
+        "custom_imports = dict(imports=['greenmim_mm', 'ddp_probe'],\n"
+        "                      allow_failed_imports=False)\n"
+        "custom_hooks = [dict(type='DDPProbeHook')]\n")
+    work_dir = str(root / 'work')
+    env = {'PYTHONPATH': os.pathsep.join(
+        [REPO_ROOT, osp.join(REPO_ROOT, 'tests', 'tools'), os.environ.get('PYTHONPATH', '')])}
+    start = time.time()
+    train = _run_tool(['tools/dist_train.sh', config, '2', '--work-dir', work_dir],
+                      timeout=300, env=env)
+    resume = None
+    if train.returncode == 0:
+        resume = _run_tool(['tools/train.py', config, '--work-dir', work_dir, '--resume',
+                            '--cfg-options', 'train_cfg.max_iters=3'], env=env)
+    return dict(config=str(config), work_dir=work_dir, train=train, resume=resume,
+                seconds=time.time() - start)
