@@ -4,7 +4,6 @@ tensors compared, is tested on GreenMIM in ``test_dist_greenmim.py``.)"""
 import os.path as osp
 import pickle
 import re
-import shutil
 
 import torch
 
