@@ -100,8 +100,12 @@ def test_mask_modes():
     assert torch.equal(per_sample, mask)
     shared = tiny_model('batch').unit_masks(inputs, samples(mask))
     assert torch.equal(shared, mask[:1].expand(4, 3, 3))
-    loss = tiny_model('batch').loss(torch.randn(4, 3, 96, 96), samples(mask))['loss']
-    assert torch.isfinite(loss)
+    # the batch-mode loss is the per-sample loss under the first mask for everyone
+    images = torch.randn(4, 3, 96, 96)
+    loss = tiny_model('batch').loss(images, samples(mask))['loss']
+    first_for_all = samples(mask[:1].expand(4, 3, 3).contiguous())
+    torch.testing.assert_close(loss, tiny_model('sample').loss(images, first_for_all)['loss'])
+    assert not torch.allclose(loss, tiny_model('sample').loss(images, samples(mask))['loss'])
 
 
 def test_bad_mask_mode():
