@@ -8,7 +8,7 @@ install:
 	bash tools/install.sh
 
 demo: install  ## pretrain a tiny GreenMIM Swin on the photographs shipped with scikit-image
-	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) tools/train.py configs/pretrain/greenmim_swin_demo.py --work-dir work_dirs/greenmim_swin_demo
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) tools/train.py configs/pretrain/greenmim_swin-demo-w4_1xb16-400it_photos-128px.py
 
 test: install  ## the test suite CI runs
 	$(PY) -m pytest tests -q

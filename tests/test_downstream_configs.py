@@ -2,7 +2,6 @@
 checkpoints load into them strictly through ``init_cfg=dict(type='GreenMIMPretrained')``:
 no silent random init, window changes resized, only documented keys new."""
 import contextlib
-import glob
 import os.path as osp
 from typing import Dict, Iterator, Tuple
 from unittest import mock
@@ -19,15 +18,14 @@ from mmpretrain.models import SVT, SwinTransformer
 from torch import nn
 
 import greenmim_mm  # noqa: F401  (registration, checkpoint compat)
+from greenmim_mm.engine.compat import resize_relative_position_bias_table
 from greenmim_mm.engine.layer_decay import svt_layer_depth
 from greenmim_mm.engine.pretrained_init import (CheckpointMismatchError,
-                                                StrictPretrainedInit,
-                                                resize_relative_position_bias_table)
+                                                StrictPretrainedInit)
+from config_files import REPO_ROOT, config_files, is_alias
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIGS = sorted(
-    glob.glob(osp.join(REPO_ROOT, 'configs', 'classification', '*.py')) +
-    glob.glob(osp.join(REPO_ROOT, 'configs', 'detection', '*.py')))
+CONFIGS = [p for p in config_files('classification') + config_files('detection')
+           if not is_alias(p)]
 TINY_SWIN = dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4])
 TINY_SVT = dict(embed_dims=[16, 32, 32, 64], depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4],
                 patch_sizes=[4, 2, 2, 2], strides=[4, 2, 2, 2], mlp_ratios=[2, 2, 2, 2],
@@ -325,8 +323,8 @@ def test_pretrain_checkpoint_loads_into_the_detector(tmp_path):
     the demo Mask R-CNN: every backbone tensor loads; the only backbone keys it does
     not provide are the new output norms of stages 0-2. Read with
     ``torch.load(weights_only=True)`` (a message hub inside), as mmengine reads it."""
-    pretrain_cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'pretrain',
-                                            'greenmim_swin_demo.py'))
+    pretrain_cfg = Config.fromfile(osp.join(
+        REPO_ROOT, 'configs', 'pretrain', 'greenmim_swin-demo-w4_1xb16-400it_photos-128px.py'))
     pretrain = build(pretrain_cfg.model, 'mmpretrain')
     source = pretrain.state_dict()
     path = str(tmp_path / 'iter_4.pth')
@@ -334,8 +332,9 @@ def test_pretrain_checkpoint_loads_into_the_detector(tmp_path):
                     message_hub=message_hub_state()), path)
     torch.load(path, weights_only=True)  # what mmengine's loader does under torch>=2.6
 
-    det_cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'detection',
-                                       'greenmim_swin_demo_mask-rcnn.py'))
+    det_cfg = Config.fromfile(osp.join(
+        REPO_ROOT, 'configs', 'detection',
+        'greenmim_mask-rcnn_swin-demo-w4_fpn_1xb4-1500it_shapes-128px.py'))
     det_cfg.model.backbone.init_cfg.checkpoint = path
     detector = build(det_cfg.model, 'mmdet')
     with DefaultScope.overwrite_default_scope('mmdet'):

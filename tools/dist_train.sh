@@ -3,7 +3,7 @@
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT from the environment, as upstream.
 # Without GPUs, GPUS CPU processes train over gloo.
 if [ $# -lt 2 ]; then
-    echo "usage: $0 CONFIG GPUS [tools/train.py arguments]   (e.g. $0 configs/pretrain/greenmim_swin_b.py 8)" >&2
+    echo "usage: $0 CONFIG GPUS [tools/train.py arguments]   (e.g. $0 configs/pretrain/greenmim_swin-base-w7_8xb256-amp-coslr-800e_in1k.py 8)" >&2
     exit 2
 fi
 CONFIG=$1

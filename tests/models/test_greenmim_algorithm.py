@@ -177,8 +177,9 @@ def test_perfect_prediction_reconstructs_the_input(norm_pix, monkeypatch):
 
 
 @pytest.mark.parametrize('name, arch', [
-    ('greenmim_swin_b', 'base'), ('greenmim_swin_l_w14', 'large'),
-    ('greenmim_swin_t', 'tiny')])
+    ('greenmim_swin-base-w7_8xb256-amp-coslr-800e_in1k', 'base'),
+    ('greenmim_swin-large-w14_8xb256-amp-coslr-800e_in1k', 'large'),
+    ('greenmim_swin-tiny-w7_8xb256-amp-coslr-800e_in1k', 'tiny')])
 def test_paper_configs_are_consistent(name, arch):
     cfg = Config.fromfile(osp.join(CONFIGS, f'{name}.py'))
     backbone, neck, head = cfg.model.backbone, cfg.model.neck, cfg.model.head
@@ -201,7 +202,8 @@ def test_paper_configs_are_consistent(name, arch):
 
 
 def test_no_weight_decay_on_norms_biases_and_position_tables():
-    cfg = Config.fromfile(osp.join(CONFIGS, 'greenmim_swin_b.py'))
+    cfg = Config.fromfile(
+        osp.join(CONFIGS, 'greenmim_swin-base-w7_8xb256-amp-coslr-800e_in1k.py'))
     model = tiny_model()
     wrapper = build_optim_wrapper(model, dict(
         optimizer=dict(cfg.optim_wrapper.optimizer, type='AdamW'),
@@ -215,7 +217,8 @@ def test_no_weight_decay_on_norms_biases_and_position_tables():
 
 
 def test_demo_config_trains_a_step_on_the_photographs():
-    cfg = Config.fromfile(osp.join(CONFIGS, 'greenmim_swin_demo.py'))
+    cfg = Config.fromfile(
+        osp.join(CONFIGS, 'greenmim_swin-demo-w4_1xb16-400it_photos-128px.py'))
     init_default_scope(cfg.default_scope)
     dataset_cfg = dict(cfg.train_dataloader.dataset, names=['astronaut', 'coffee'])
     dataset = DATASETS.build(dataset_cfg)

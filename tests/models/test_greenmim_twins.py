@@ -161,7 +161,8 @@ def test_arch_checkpoint_keys_match_stock(arch, monkeypatch):
 
 
 @pytest.mark.parametrize('name,arch,embed_dim', [
-    ('greenmim_twins_l', 'large', 1024), ('greenmim_twins_s', 'small', 512)])
+    ('greenmim_twins-large_8xb256-amp-coslr-800e_in1k', 'large', 1024),
+    ('greenmim_twins-small_8xb256-amp-coslr-800e_in1k', 'small', 512)])
 def test_paper_configs(name, arch, embed_dim, monkeypatch):
     cfg = Config.fromfile(CONFIGS / f'{name}.py')
     backbone = cfg.model.backbone
@@ -176,7 +177,7 @@ def test_paper_configs(name, arch, embed_dim, monkeypatch):
 
 def test_demo_config_trains_one_step():
     from mmpretrain.structures import DataSample
-    cfg = Config.fromfile(CONFIGS / 'greenmim_twins_demo.py')
+    cfg = Config.fromfile(CONFIGS / 'greenmim_twins-demo-w4_1xb16-400it_photos-128px.py')
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()

@@ -16,8 +16,8 @@ from typing import Dict, List
 import pytest
 from mmengine.config import Config
 
-PRETRAIN = 'configs/pretrain/greenmim_swin_demo.py'
-DETECT = 'configs/detection/greenmim_swin_demo_mask-rcnn.py'
+PRETRAIN = 'configs/pretrain/greenmim_swin-demo-w4_1xb16-400it_photos-128px.py'
+DETECT = 'configs/detection/greenmim_mask-rcnn_swin-demo-w4_fpn_1xb4-1500it_shapes-128px.py'
 
 
 def coco_map(output: str, metric: str) -> float:

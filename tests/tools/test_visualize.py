@@ -20,7 +20,8 @@ from greenmim_mm.visualization import (GAP, HEADER, MASK_GREY, draw_reconstructi
                                        reconstruction_panel, reconstruction_panels)
 
 REPO = osp.join(osp.dirname(__file__), '..', '..')
-DEMO_CONFIG = osp.abspath(osp.join(REPO, 'configs', 'pretrain', 'greenmim_swin_demo.py'))
+DEMO_CONFIG = osp.abspath(osp.join(REPO, 'configs', 'pretrain',
+                                   'greenmim_swin-demo-w4_1xb16-400it_photos-128px.py'))
 PHOTO = osp.join(skimage_data_dir(), 'chelsea.png')
 
 pytestmark = pytest.mark.usefixtures('mmpretrain_scope')

@@ -9,7 +9,6 @@ _base_ = [
     'mmpretrain::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
-default_scope = 'mmpretrain'
 
 optim_wrapper = dict(
     type='AmpOptimWrapper',
@@ -54,7 +53,5 @@ train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval
 val_cfg = dict()
 test_cfg = dict()
 
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=100),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))
+default_hooks = dict(checkpoint=dict(max_keep_ckpts=3))
 randomness = dict(seed=0)

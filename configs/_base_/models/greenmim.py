@@ -1,5 +1,8 @@
-# GreenMIM with a Swin-B encoder (Huang et al., NeurIPS 2022).
-mask_unit = 32  # px: the encoder's total stride, patch 4 x 2 ** 3 merges
+# GreenMIM (Huang et al., NeurIPS 2022) without its encoder: the unit masks' data
+# preprocessor, the one-block MAE-style decoder at mask-unit resolution and the loss on
+# normalised pixels of the masked units. greenmim_swin-base-w7.py and
+# greenmim_twins-large.py add the encoder (and the decoder's input width).
+mask_unit = 32  # px: the encoders' total stride, patch 4 x 2 ** 3 downsamplings
 model = dict(
     type='GreenMIM',
     mask_mode='sample',  # 'batch': one mask per batch, as the published code
@@ -10,19 +13,10 @@ model = dict(
         mean=[123.675, 116.28, 103.53],
         std=[58.395, 57.12, 57.375],
         to_rgb=True),
-    backbone=dict(
-        type='GreenMIMSwinTransformer',
-        arch='base',
-        img_size=224,
-        window_size=7,
-        drop_path_rate=0.0,
-        out_indices=(3, ),
-        mask_unit=mask_unit),
     neck=dict(
         type='GreenMIMDecoder',
         patch_size=mask_unit,  # one prediction of 32 x 32 x 3 pixels per unit
         in_chans=3,
-        embed_dim=128 * 2**3,  # Swin-B last stage: 1024
         decoder_embed_dim=512,
         decoder_depth=1,
         decoder_num_heads=16,

@@ -1,4 +1,5 @@
-# ImageNet-1k train split, MAE's augmentation, GreenMIM's unit masks.
+# ImageNet-1k train split, MAE's augmentation, GreenMIM's unit masks; 256 images per
+# GPU (8 GPUs x 256 = the paper's batch of 2048).
 dataset_type = 'ImageNet'
 data_root = 'data/imagenet/'
 

@@ -1,0 +1,48 @@
+# The CPU demo's pretraining schedule: the paper's optimiser with a learning rate for a
+# short run on a small batch, 400 iterations, reconstruction pictures every 100, also
+# written to TensorBoard; gloo, so that `dist_train.sh CONFIG 2` runs without GPUs.
+_base_ = ['mmpretrain::_base_/default_runtime.py']
+custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
+
+max_iters = 400
+warmup_iters = max_iters // 10  # 40
+optim_wrapper = dict(
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05),
+    paramwise_cfg=dict(
+        norm_decay_mult=0.0,
+        bias_decay_mult=0.0,
+        custom_keys={
+            'relative_position_bias_table': dict(decay_mult=0.0),
+            'mask_token': dict(decay_mult=0.0),
+        }))
+param_scheduler = [
+    dict(
+        type='LinearLR',
+        start_factor=1e-3,
+        by_epoch=False,
+        begin=0,
+        end=warmup_iters),
+    dict(
+        type='CosineAnnealingLR',
+        T_max=max_iters - warmup_iters,
+        eta_min=1e-5,
+        by_epoch=False,
+        begin=warmup_iters,
+        end=max_iters)
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
+
+default_hooks = dict(
+    logger=dict(interval=20),
+    checkpoint=dict(by_epoch=False, interval=max_iters))
+custom_hooks = [
+    dict(type='ReconstructionVisualizationHook', interval=100, num_images=4)
+]
+log_processor = dict(by_epoch=False, window_size=20)
+visualizer = dict(
+    vis_backends=[
+        dict(type='LocalVisBackend'),
+        dict(type='TensorboardVisBackend')
+    ])
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+randomness = dict(seed=0)

@@ -1,0 +1,146 @@
+"""The ``ops`` section: the grouping plan and group window attention, Swin-B stages.
+
+- :func:`grouping_table`: plan time and padding waste of the optimal grouping
+  (Algorithm 1) per (stage, shift), against the published single-g plan
+  (``g = min(ws^2, max w)``, one sample at a time) and padding every window to the
+  largest count.
+- :func:`attention_table`: group window attention on the visible tokens against
+  mmpretrain's ``ShiftWindowMSA`` (the dense model's attention) on the whole map,
+  forward and forward + backward, per (stage, shift).
+
+Times: median thread-CPU time on the CPU, median wall time (synchronised) on CUDA.
+"""
+import os
+from typing import Iterator, Tuple
+
+import numpy as np
+import torch
+from mmpretrain.models.utils import ShiftWindowMSA
+
+from ..models.backbones.visible_layers import effective_shift
+from ..ops.group_attention import group_window_attention
+from ..ops.grouping import plan_groups, plan_window_groups, stage_token_coords
+from ..ops.masking import num_visible_units, random_unit_masks
+from .measure import time_repeats
+
+# Swin-B: (stride, embed dims, heads) of the four stages.
+SWIN_B_STAGES = ((4, 128, 4), (8, 256, 8), (16, 512, 16), (32, 1024, 32))
+
+
+def unit_masks(batch: int, image: int, ratio: float, seed: int = 0) -> torch.Tensor:
+    grid = (image // 32, image // 32)
+    return random_unit_masks(batch, grid, num_visible_units(grid[0] * grid[1], ratio),
+                             torch.Generator().manual_seed(seed))
+
+
+def swin_stages(image: int, window: int) -> Iterator[Tuple[int, Tuple[int, int], int,
+                                                           ShiftWindowMSA]]:
+    """``(stage, map hw, effective shift, ShiftWindowMSA)`` per (stage, shift)."""
+    for stage, (stride, dim, heads) in enumerate(SWIN_B_STAGES, 1):
+        hw = (image // stride, image // stride)
+        for shift in (0, window // 2):
+            attn = ShiftWindowMSA(dim, heads, window, shift)
+            if shift and effective_shift(attn, hw) == 0:
+                continue  # Swin does not shift a map of one window
+            yield stage, hw, effective_shift(attn, hw), attn
+
+
+def _window_counts(coords: torch.Tensor, hw: Tuple[int, int], window: int,
+                   shift: int) -> np.ndarray:
+    """``(B, windows per sample)`` visible counts of the attention windows."""
+    plan = plan_window_groups(coords, hw, window, shift)
+    token_window = plan.slot_window.view(-1)[plan.token_slot].numpy()
+    per_sample = (-(-hw[0] // window) + (shift > 0)) * (-(-hw[1] // window) + (shift > 0))
+    counts = np.bincount(token_window, minlength=plan.batch_size * per_sample)
+    return counts.reshape(plan.batch_size, per_sample)
+
+
+def published_waste(counts: np.ndarray, window: int) -> float:
+    """Padding of the published plan, one sample at a time: g = min(ws^2, max w)."""
+    padded = sum(plan_groups(sample, group_size=min(window * window, int(sample.max())))
+                 .padding for sample in counts)
+    return padded / counts.sum()
+
+
+def grouping_table(batch: int = 128, image: int = 224, window: int = 7,
+                   ratio: float = 0.75, repeats: int = 25) -> dict:
+    device = torch.device('cpu')  # plans are made on the CPU
+    mask = unit_masks(batch, image, ratio)
+    rows = []
+    for stage, hw, shift, _ in swin_stages(image, window):
+        coords = stage_token_coords(mask, hw)
+        coords_t = time_repeats(lambda: stage_token_coords(mask, hw), repeats, device)
+        plan_t = time_repeats(lambda: plan_window_groups(coords, hw, window, shift),
+                              repeats, device)
+        plan = plan_window_groups(coords, hw, window, shift)
+        counts = _window_counts(coords, hw, window, shift)
+        total, nonzero = counts.sum(), counts[counts > 0]
+        pad_all = (len(nonzero) * int(nonzero.max()) - total) / total
+        rows.append((stage, f'{hw[0]}x{hw[1]}', shift, len(nonzero), total,
+                     coords_t.median_ms('cpu'), plan_t.median_ms(), plan_t.median_ms('cpu'),
+                     1e3 * min(plan_t.cpu), plan.group_size, plan.num_groups,
+                     100 * plan.padding / total, 100 * published_waste(counts, window),
+                     100 * pad_all))
+    header = ('stage', 'map', 'shift', 'windows', 'tokens', 'coords ms', 'plan ms',
+              'plan cpu ms', 'plan cpu min', 'g', 'groups', 'waste %',
+              'published waste %', 'pad-to-max waste %')
+    notes = (f'Swin-B, {image} px, window {window}, mask ratio {ratio}, 32 px units, batch '
+             f'{batch}, per-sample masks; {torch.get_num_threads()} thread(s); {repeats} '
+             'runs: median wall, median and min thread-CPU time (load average '
+             f'{os.getloadavg()[0]:.1f}).',
+             '"windows": non-empty attention windows (sample, window, shift region); '
+             '"plan": plan_window_groups(coords); "coords": stage_token_coords(mask).',
+             'waste = padded slots / visible tokens. published = g = min(ws^2, max w) '
+             'and repeated max-fill knapsack per sample; pad-to-max = every window '
+             'padded to the largest count.')
+    return dict(title='Optimal grouping (Algorithm 1)', header=header, rows=rows,
+                notes=notes)
+
+
+def attention_table(batch: int = 16, image: int = 224, window: int = 7,
+                    ratio: float = 0.75, repeats: int = 5, device: str = 'cpu') -> dict:
+    dev = torch.device(device)
+    clock = 'wall' if dev.type == 'cuda' else 'cpu'
+    torch.manual_seed(0)
+    mask = unit_masks(batch, image, ratio)
+    rows = []
+    for stage, hw, shift, attn in swin_stages(image, window):
+        attn = attn.to(dev)
+        w_msa = attn.w_msa
+        coords = stage_token_coords(mask, hw)
+        plan = plan_window_groups(coords, hw, window, shift).to(dev)
+        dim = w_msa.embed_dims
+        x_vis = torch.randn(batch, coords.shape[1], dim, device=dev, requires_grad=True)
+        x_all = torch.randn(batch, hw[0] * hw[1], dim, device=dev, requires_grad=True)
+
+        def grouped():
+            return group_window_attention(
+                x_vis, plan, w_msa.qkv, w_msa.proj, w_msa.num_heads, w_msa.scale,
+                w_msa.relative_position_bias_table, w_msa.relative_position_index)
+
+        def dense():
+            return attn(x_all, hw)
+
+        ms = {}
+        for name, fn in (('group', grouped), ('dense', dense)):
+            with torch.no_grad():
+                ms[name, 'fwd'] = time_repeats(fn, repeats, dev).median_ms(clock)
+            ms[name, 'bwd'] = time_repeats(lambda: fn().sum().backward(), repeats,
+                                           dev).median_ms(clock)
+        rows.append((stage, f'{hw[0]}x{hw[1]}', shift, dim, w_msa.num_heads,
+                     ms['dense', 'fwd'], ms['group', 'fwd'],
+                     ms['dense', 'fwd'] / ms['group', 'fwd'], ms['dense', 'bwd'],
+                     ms['group', 'bwd'], ms['dense', 'bwd'] / ms['group', 'bwd']))
+    header = ('stage', 'map', 'shift', 'C', 'heads', 'dense fwd ms', 'group fwd ms',
+              'fwd speed-up', 'dense fwd+bwd ms', 'group fwd+bwd ms', 'fwd+bwd speed-up')
+    notes = (f'Swin-B window attention (qkv + attention + proj), {image} px, window '
+             f'{window}, batch {batch}, mask ratio {ratio} for the group path (per-sample '
+             f'masks); {device}, {torch.get_num_threads()} thread(s); median '
+             f'{"wall" if clock == "wall" else "thread-CPU"} time of {repeats} runs '
+             f'(load average {os.getloadavg()[0]:.1f}).',
+             "dense = mmpretrain's ShiftWindowMSA on the whole map; group = "
+             "group_window_attention(backend='sdpa') on the visible tokens, plan built "
+             'beforehand and its masks cached (as when a plan serves all blocks of a '
+             'stage).')
+    return dict(title='Group window attention vs dense window attention', header=header,
+                rows=rows, notes=notes)
