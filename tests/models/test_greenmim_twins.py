@@ -109,6 +109,7 @@ def test_one_plan_per_stage(monkeypatch):
 # --------------------------------------------------------------------------------
 # spconv backend of the block-aligned convs
 # --------------------------------------------------------------------------------
+@pytest.mark.cuda
 @pytest.mark.skipif(not (_spconv_backend.AVAILABLE and torch.cuda.is_available()),
                     reason='needs spconv and CUDA (the spconv backend runs on CUDA only)')
 def test_spconv_backend_matches_gather():

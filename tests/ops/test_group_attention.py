@@ -279,6 +279,7 @@ def test_flex_block_mask_covers_exactly_the_window_blocks(image_hw, stride, ws, 
     assert torch.equal(block_mask.to_dense()[0, 0].bool(), truth)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 @pytest.mark.parametrize('backend', ['sdpa', 'flex'])
 @pytest.mark.parametrize('image_hw,stride,ws,shift', [((224, 224), 4, 7, 3),

@@ -12,7 +12,12 @@ from greenmim_mm.ops.sparse_conv import (block_conv2d, block_index, neighbour_in
                                          submanifold_conv2d, token_index_map)
 
 TOL = dict(rtol=1e-5, atol=1e-5)
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+
+
+def needs_cuda(test):
+    """``@pytest.mark.cuda``, skipped without a CUDA device."""
+    skip = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+    return pytest.mark.cuda(skip(test))
 
 
 # ---------------------------------------------------------------------------------
