@@ -120,6 +120,40 @@ def test_pretrain_finetune_test(run_tool, demo_coco, detector_checkpoint, tmp_pa
         assert reported == pytest.approx(recomputed, abs=6e-4), metric
 
 
+def test_demo_evaluator_scores_the_ground_truth_as_perfect(demo_coco, monkeypatch):
+    """The evaluator tools/test.py reports with (the demo detector's test_evaluator)
+    gives box and mask AP 1 to the validation ground truth given as predictions: its
+    annotation file, class order and metrics are wired to the validation set (the AP
+    of a 4-iteration detector above is ~0 and cannot show that)."""
+    import torch
+    from mmdet.registry import METRICS
+    from mmengine.registry import DefaultScope
+    from pycocotools.coco import COCO
+
+    monkeypatch.setenv('GREENMIM_DEMO_COCO', demo_coco['data_root'])
+    cfg = Config.fromfile(DETECT)
+    classes = list(cfg.test_dataloader.dataset.metainfo['classes'])
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        evaluator = METRICS.build(cfg.test_evaluator)
+    evaluator.dataset_meta = dict(classes=classes)
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO(demo_coco['val_ann'])
+    label_of = {c['id']: classes.index(c['name']) for c in truth.loadCats(truth.getCatIds())}
+    for image in truth.loadImgs(truth.getImgIds()):
+        anns = truth.loadAnns(truth.getAnnIds(imgIds=image['id']))
+        boxes = [[x, y, x + w, y + h] for x, y, w, h in (a['bbox'] for a in anns)]
+        pred = dict(bboxes=torch.tensor(boxes, dtype=torch.float32),
+                    scores=torch.ones(len(anns)),
+                    labels=torch.tensor([label_of[a['category_id']] for a in anns]),
+                    masks=torch.stack([torch.from_numpy(truth.annToMask(a)).bool()
+                                       for a in anns]))
+        evaluator.process({}, [dict(img_id=image['id'], pred_instances=pred,
+                                    ori_shape=(image['height'], image['width']))])
+    with contextlib.redirect_stdout(io.StringIO()):
+        metrics = evaluator.evaluate(len(truth.getImgIds()))
+    assert metrics['coco/bbox_mAP'] == 1.0 and metrics['coco/segm_mAP'] == 1.0, metrics
+
+
 def test_checkpoint_of_another_arch_fails_before_training(run_tool, demo_coco,
                                                           pretrain_checkpoint, tmp_path):
     """A 32-channel checkpoint in a 48-channel config: no training on random weights."""
