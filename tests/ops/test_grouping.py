@@ -1,15 +1,15 @@
 """Optimal grouping (Algorithm 1) and the window gather plan."""
 import itertools
-from typing import List, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 import pytest
 import torch
+from helpers import layout_coords, random_masks
 
-from greenmim_mm.ops.grouping import (SLOT_COST, GROUP_COST, _fill, _search,
-                                      _value_classes, group_cost, plan_groups,
-                                      plan_window_groups, stage_token_coords)
-from greenmim_mm.ops.masking import visible_token_coords
+from greenmim_mm.ops.grouping import (GROUP_COST, SLOT_COST, _search, _value_classes,
+                                      group_cost, plan_groups, plan_window_groups,
+                                      stage_token_coords)
 
 
 # ----------------------------------------------------------------------------------
@@ -43,21 +43,8 @@ def literal_fill(counts: Sequence[int], g: int) -> List[List[int]]:
 
 
 def fill_groups(counts: Sequence[int], g: int) -> List[List[int]]:
-    """The fast fill expanded to window indices (same conventions as literal_fill)."""
-    counts = np.asarray(counts)
-    values, mults = _value_classes(counts[counts > 0])
-    pools = {v: [i for i in range(len(counts)) if counts[i] == v] for v in values}
-    taken = {v: 0 for v in values}
-    groups = []
-    for pattern, repeats in _fill(values, mults, g):
-        for _ in range(repeats):
-            group = []
-            for j, t in pattern:
-                v = values[j]
-                group += pools[v][taken[v]:taken[v] + t]
-                taken[v] += t
-            groups.append(group)
-    return groups
+    """The fill of the implementation at a fixed ``g`` (``plan_groups(group_size=g)``)."""
+    return plan_groups(counts, group_size=g).groups
 
 
 def published_knapsack(capacity: int, weights: Sequence[int]) -> Tuple[int, List[int]]:
@@ -91,14 +78,28 @@ def published_num_groups(counts: Sequence[int], g: int) -> int:
     return num_groups
 
 
-def brute_search(counts: Sequence[int], slot_cost: int, fixed_cost: int):
-    """Every g from max to sum, no pruning: (g, cost) of least cost, smallest g."""
-    counts = [c for c in counts if c > 0]
+def set_partitions(items: Sequence[int]) -> Iterator[List[List[int]]]:
+    """Every partition of ``items`` into non-empty groups (Bell(n) of them)."""
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for partition in set_partitions(rest):
+        yield [[first]] + partition
+        for i in range(len(partition)):
+            yield partition[:i] + [[first] + partition[i]] + partition[i + 1:]
+
+
+def optimal_cost(counts: Sequence[int], slot_cost: int = SLOT_COST,
+                 fixed_cost: int = GROUP_COST) -> int:
+    """The least cost over ALL partitions of the non-empty windows, from the
+    definition: ``G`` groups of one size ``g`` cost ``G * (g^2 + a g + b)``, and a
+    partition needs ``g`` >= its largest group total (larger ``g`` only costs more)."""
     best = None
-    for g in range(max(counts), sum(counts) + 1):
-        cost = len(fill_groups(counts, g)) * (g * g + slot_cost * g + fixed_cost)
-        if best is None or cost < best[1]:
-            best = (g, cost)
+    for partition in set_partitions([c for c in counts if c > 0]):
+        g = max(sum(group) for group in partition)
+        cost = len(partition) * (g * g + slot_cost * g + fixed_cost)
+        best = cost if best is None or cost < best else best
     return best
 
 
@@ -124,9 +125,7 @@ def test_plan_groups_partition_and_cost():
         counts = random_counts(rng, int(rng.integers(1, 60)), 49)
         if not any(counts):
             continue
-        plan = plan_groups(counts, max_count=49)
-        check_partition(counts, plan)
-        assert plan.group_size >= max(counts)
+        check_partition(counts, plan_groups(counts, max_count=49))
 
 
 def test_fill_equals_literal_one_group_at_a_time():
@@ -148,17 +147,30 @@ def test_fill_repeats_patterns_like_literal_on_many_windows():
     assert plan.groups[0] == literal_fill(counts, plan.group_size)[0]
 
 
-@pytest.mark.parametrize('slot_cost,fixed_cost', [(SLOT_COST, GROUP_COST), (0, 0),
-                                                  (1, 40), (3, 500)])
-def test_pruned_search_equals_full_search(slot_cost, fixed_cost):
+def test_plan_is_optimal_over_all_partitions():
+    """Algorithm 1 (a knapsack fill per g, every g) reaches the least cost over all
+    partitions, for random multisets of up to 9 windows of counts up to ws^2."""
     rng = np.random.default_rng(2)
-    for _ in range(40):
-        counts = [c for c in random_counts(rng, int(rng.integers(1, 14)), 12) if c]
+    for _ in range(100):
+        counts = random_counts(rng, int(rng.integers(1, 10)), int(rng.choice([4, 9, 49])))
+        if not any(counts):
+            continue
+        plan = plan_groups(counts)
+        check_partition(counts, plan)
+        assert plan.cost == optimal_cost(counts), counts
+
+
+@pytest.mark.parametrize('slot_cost,fixed_cost', [(0, 0), (1, 40), (3, 500)])
+def test_pruned_search_is_optimal_for_other_costs(slot_cost, fixed_cost):
+    """The pruning (module doc) stays exact for other cost constants."""
+    rng = np.random.default_rng(3)
+    for _ in range(15):
+        counts = [c for c in random_counts(rng, int(rng.integers(1, 9)), 12) if c]
         if not counts:
             continue
         values, mults = _value_classes(np.asarray(counts))
-        g, fill, cost = _search(values, mults, slot_cost, fixed_cost)
-        assert (g, cost) == brute_search(counts, slot_cost, fixed_cost)
+        cost = _search(values, mults, slot_cost, fixed_cost)[2]
+        assert cost == optimal_cost(counts, slot_cost, fixed_cost), counts
 
 
 def test_search_takes_a_larger_group_when_it_pays():
@@ -251,13 +263,9 @@ def stock_window_labels(batch, hw, ws, shift):
 
 
 def random_coords(batch, image_hw, stride, ratio, seed):
-    gen = torch.Generator().manual_seed(seed)
     grid = (image_hw[0] // 32, image_hw[1] // 32)
-    num_units = grid[0] * grid[1]
-    ranks = torch.rand(batch, num_units, generator=gen).argsort(1)
-    mask = torch.ones(batch, num_units, dtype=torch.bool)
-    mask.scatter_(1, ranks[:, :max(1, int(num_units * (1 - ratio)))], False)
-    mask = mask.view(batch, *grid)
+    num_visible = max(1, int(grid[0] * grid[1] * (1 - ratio)))
+    mask = random_masks(batch, grid, num_visible, seed)
     hw = (image_hw[0] // stride, image_hw[1] // stride)
     return stage_token_coords(mask, hw), hw
 
@@ -310,8 +318,9 @@ def test_whole_map_in_one_window_needs_no_grouping():
     plan = plan_window_groups(coords, hw, 7, 0)
     assert plan.group_size == coords.shape[1] and plan.num_groups == 4
     assert plan.one_window_per_group and plan.padding == 0
-    assert torch.equal(plan.slot_window[:, 0].sort().values,
-                       plan.slot_window.view(4, -1).amax(1).sort().values)
+    group = plan.token_slot.view(4, -1) // plan.group_size  # B, N: group of each token
+    assert (group == group[:, :1]).all()  # a sample's tokens in one group
+    assert group[:, 0].unique().numel() == 4  # one group per sample
 
 
 def test_benchmark_setting_is_tight():
@@ -323,9 +332,20 @@ def test_benchmark_setting_is_tight():
 
 
 def test_plan_to_device():
+    """``.to`` moves every tensor of the plan (to 'meta' here, standing in for a GPU)
+    and keeps the geometry; the CPU plan is left as it was."""
     coords, hw = random_coords(2, (224, 224), 8, 0.75, seed=7)
-    plan = plan_window_groups(coords, hw, 7, 3).to('cpu')
-    assert plan.token_slot.device.type == 'cpu' and plan.window_size == 7
+    plan = plan_window_groups(coords, hw, 7, 3)
+    moved = plan.to('meta')
+    for name in ('token_slot', 'slot_window', 'slot_pos'):
+        assert getattr(moved, name).device.type == 'meta', name
+        assert getattr(moved, name).shape == getattr(plan, name).shape, name
+        assert getattr(plan, name).device.type == 'cpu', name
+    assert moved.device.type == 'meta'
+    assert (moved.group_size, moved.num_groups, moved.hw, moved.window_size, moved.shift,
+            moved.num_windows, moved.cost) == (plan.group_size, plan.num_groups, plan.hw,
+                                               plan.window_size, plan.shift,
+                                               plan.num_windows, plan.cost)
 
 
 @pytest.mark.parametrize('coords,hw,ws,shift,message', [
@@ -348,4 +368,4 @@ def test_mask_unit_must_divide_the_map():
         stage_token_coords(mask, (48, 48))
     with pytest.raises(ValueError, match='power of 2'):
         stage_token_coords(mask, (42, 42))
-    assert torch.equal(stage_token_coords(mask, (56, 56)), visible_token_coords(mask, 8))
+    assert torch.equal(stage_token_coords(mask, (56, 56)), layout_coords(mask, 8))
