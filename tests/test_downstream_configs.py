@@ -3,7 +3,7 @@ checkpoints load into them strictly through ``init_cfg=dict(type='GreenMIMPretra
 no silent random init, window changes resized, only documented keys new."""
 import contextlib
 import os.path as osp
-from typing import Dict, Iterator
+from typing import Dict, Iterator, Tuple
 from unittest import mock
 
 import numpy as np
@@ -30,15 +30,6 @@ TINY_SWIN = dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4])
 TINY_SVT = dict(embed_dims=[16, 32, 32, 64], depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4],
                 patch_sizes=[4, 2, 2, 2], strides=[4, 2, 2, 2], mlp_ratios=[2, 2, 2, 2],
                 sr_ratios=[8, 4, 2, 1], window_sizes=[4, 4, 4, 4])
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Small tensors: one intra-op thread is faster, and spins no core on a busy box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager
@@ -123,6 +114,46 @@ def test_config_builds_and_runs(path):
             assert model.head(feats).shape == (1, 1000)
 
 
+def expected_layer_depths(model: nn.Module) -> Tuple[Dict[str, int], int]:
+    """Layer depth of every parameter of a classifier, by walking its backbone in
+    forward order (written independently of the depth functions under test):
+    the stem is 0, the k-th block of the whole backbone is k, a stage's
+    down-sampling into the next stage (and, for Twins, the stage's output norm) goes
+    with the stage's last block, a Twins position encoding with its stage's first
+    block, and everything else (head, last norm) is the top, ``blocks + 1``.
+    Returns ``({name: depth}, number of layers = blocks + 2)``."""
+    backbone = model.backbone
+    blocks = 0
+    named: Dict[str, Tuple[nn.Module, int]] = {}  # module prefix -> (module, depth)
+    if isinstance(backbone, SwinTransformer):
+        named['patch_embed'] = (backbone.patch_embed, 0)
+        for i, stage in enumerate(backbone.stages):
+            for j, block in enumerate(stage.blocks):
+                blocks += 1
+                named[f'stages.{i}.blocks.{j}'] = (block, blocks)
+            if stage.downsample is not None:
+                named[f'stages.{i}.downsample'] = (stage.downsample, blocks)
+    else:
+        assert isinstance(backbone, SVT), type(backbone)
+        named['patch_embeds.0'] = (backbone.patch_embeds[0], 0)
+        for i, stage in enumerate(backbone.stages):
+            first = blocks + 1
+            for j, layer in enumerate(stage):
+                blocks += 1
+                named[f'stages.{i}.{j}'] = (layer, blocks)
+            named[f'position_encodings.{i}'] = (backbone.position_encodings[i], first)
+            if i + 1 < len(backbone.stages):
+                named[f'patch_embeds.{i + 1}'] = (backbone.patch_embeds[i + 1], blocks)
+                named[f'norm_after_stage{i}'] = (getattr(backbone, f'norm_after_stage{i}'),
+                                                 blocks)
+    top = blocks + 1
+    depths = {name: top for name, _ in model.named_parameters()}
+    for prefix, (module, depth) in named.items():
+        for name, _ in module.named_parameters():
+            depths[f'backbone.{prefix}.{name}'] = depth
+    return depths, blocks + 2
+
+
 @pytest.mark.parametrize('path', [p for p in CONFIGS if '/classification/' in p],
                          ids=osp.basename)
 def test_classification_recipe(path):
@@ -145,9 +176,11 @@ def test_classification_recipe(path):
         wrapper = build_optim_wrapper(model, optim)
     groups = {g['param_name']: g for g in wrapper.optimizer.param_groups}
     rate = optim.paramwise_cfg.layer_decay_rate
-    stem = next(k for k in groups if k.startswith('backbone.patch_embed'))
-    num_layers = sum(model.backbone.depths) + 2
-    assert groups[stem]['lr_scale'] == pytest.approx(rate**(num_layers - 1))
+    depths, num_layers = expected_layer_depths(model)
+    assert set(groups) == set(depths)
+    for name, depth in depths.items():  # every parameter, stem to head
+        assert groups[name]['lr_scale'] == pytest.approx(rate**(num_layers - 1 - depth)), \
+            name
     assert groups['head.fc.weight']['lr_scale'] == 1.0
     assert groups['head.fc.bias']['weight_decay'] == 0.0
     assert groups['head.fc.weight']['weight_decay'] == 0.05

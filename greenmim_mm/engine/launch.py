@@ -1,17 +1,20 @@
-"""What ``tools/train.py`` and ``tools/test.py`` share: config checks that fail before
-anything is written, and distributed set-up that also works on machines without GPUs.
+"""The logic of ``tools/train.py`` and ``tools/test.py`` (thin command lines over it):
+argument parsing, config checks that fail before anything is written, distributed
+set-up that also works on machines without GPUs, and the run itself.
 
-Every check here runs *before* the mmengine ``Runner`` exists, so a bad argument never
-leaves a half-written work dir behind.
+Every check runs in :func:`prepare_train` / :func:`prepare_test`, *before* the
+mmengine ``Runner`` exists, so a bad argument (a :class:`UsageError`) never leaves a
+half-written work dir behind.
 """
+import argparse
 import difflib
 import os
 import os.path as osp
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as torch_dist
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 
 class UsageError(ValueError):
@@ -92,3 +95,166 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
     os.environ.setdefault('LOCAL_RANK', '0')
+
+
+# ----------------------------------------------------------------------------------
+# tools/train.py
+# ----------------------------------------------------------------------------------
+def _add_common_args(parser: argparse.ArgumentParser, cfg_example: str) -> None:
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help=f'override settings of the config, e.g. {cfg_example}')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """The command line of ``tools/train.py`` (mmpretrain/mmdet flags)."""
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from the given checkpoint, or from the latest checkpoint '
+        'in the work dir when no path is given')
+    parser.add_argument('--amp', action='store_true',
+                        help='enable automatic-mixed-precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by the real batch size over the '
+                        "config's auto_scale_lr.base_batch_size")
+    parser.add_argument('--no-validate', action='store_true',
+                        help='do not evaluate checkpoints during training')
+    _add_common_args(parser, 'model.backbone.arch=tiny')
+    return parser
+
+
+def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Apply the command-line flags to the config (mmpretrain's train.py rules)."""
+    cfg.launcher = args.launcher
+    cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
+    if args.amp:
+        optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if optim_wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
+            raise UsageError(f'--amp is not supported with {optim_wrapper}')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise UsageError('--auto-scale-lr needs auto_scale_lr.base_batch_size '
+                             'in the config')
+        cfg.auto_scale_lr.enable = True
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        require_file(args.resume, 'checkpoint to resume from')
+        cfg.resume, cfg.load_from = True, args.resume
+    require_file(cfg.get('load_from'), 'load_from checkpoint')
+    return cfg
+
+
+def _parse(parser: argparse.ArgumentParser,
+           argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def prepare_train(argv: Optional[Sequence[str]] = None) -> Config:
+    """Parse ``tools/train.py``'s arguments into the config to train with.
+
+    Raises:
+        UsageError: a bad argument, before anything is written.
+    """
+    args = _parse(train_parser(), argv)
+    cfg = merge_train_args(load_config(args.config, args.cfg_options), args)
+    setup_distributed(cfg, args.launcher)
+    return cfg
+
+
+def _build_runner(cfg: Config):
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
+def _end_distributed() -> None:
+    if torch_dist.is_initialized():  # a gloo group left to interpreter exit can abort
+        torch_dist.destroy_process_group()
+
+
+def train(cfg: Config) -> None:
+    """Train with mmengine's ``Runner`` (a config from :func:`prepare_train`)."""
+    _build_runner(cfg).train()
+    _end_distributed()
+
+
+# ----------------------------------------------------------------------------------
+# tools/test.py
+# ----------------------------------------------------------------------------------
+def evaluation_parser() -> argparse.ArgumentParser:
+    """The command line of ``tools/test.py`` (mmpretrain/mmdet flags)."""
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the evaluation logs')
+    parser.add_argument('--out', help='dump the predictions to this pickle file')
+    parser.add_argument('--show-dir', help='save drawn predictions to this folder '
+                        '(relative to the timestamped log folder in the work dir)')
+    _add_common_args(parser, 'test_dataloader.batch_size=1')
+    return parser
+
+
+def merge_test_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Apply the command-line flags to the config (mmpretrain/mmdet test.py rules)."""
+    require_file(args.checkpoint, 'checkpoint')
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        raise UsageError(f'--out must name a .pkl file, got {args.out}')
+    if cfg.get('test_dataloader') is None:
+        raise UsageError(f'{args.config} has no test_dataloader to evaluate with')
+    cfg.launcher = args.launcher
+    cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
+    cfg.load_from = args.checkpoint
+    if args.show_dir is not None:
+        visualization = cfg.get('default_hooks', {}).get('visualization')
+        if visualization is None:
+            raise UsageError('--show-dir needs default_hooks.visualization in the config')
+        if cfg.get('default_scope') == 'mmdet':  # mmdet's DetVisualizationHook
+            visualization.update(draw=True, test_out_dir=args.show_dir)
+        else:  # mmpretrain's VisualizationHook
+            visualization.update(enable=True, out_dir=args.show_dir)
+    return cfg
+
+
+def prepare_test(argv: Optional[Sequence[str]] = None) -> Tuple[Config, Optional[str]]:
+    """Parse ``tools/test.py``'s arguments into the config to evaluate with and the
+    ``--out`` file (or None).
+
+    Raises:
+        UsageError: a bad argument, before anything is written.
+    """
+    args = _parse(evaluation_parser(), argv)
+    cfg = merge_test_args(load_config(args.config, args.cfg_options), args)
+    setup_distributed(cfg, args.launcher)
+    return cfg, args.out
+
+
+def _dump_metric(cfg: Config, out_file: str):
+    """The metric that writes raw predictions: mmdet's encodes masks as RLE."""
+    if cfg.get('default_scope') == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        return DumpDetResults(out_file_path=out_file)
+    from mmengine.evaluator import DumpResults
+    return DumpResults(out_file_path=out_file)
+
+
+def evaluate(cfg: Config, out_file: Optional[str] = None) -> None:
+    """Evaluate with mmengine's ``Runner`` (what :func:`prepare_test` returns);
+    ``out_file``: also dump every prediction to this pickle file."""
+    runner = _build_runner(cfg)
+    if out_file is not None:
+        runner.test_evaluator.metrics.append(_dump_metric(cfg, out_file))
+    runner.test()
+    _end_distributed()

@@ -64,8 +64,13 @@ row-major visible tokens at the positions of its random *noise* order (MAE's
 ``ids_restore``), which only coincide when the kept units come out of the noise sort in
 row-major order; this project places every token at its own unit.
 """
+import argparse
 import math
+import os
+import os.path as osp
 import re
+import tempfile
+from datetime import datetime
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
@@ -304,3 +309,47 @@ def checkpoint_state_dict(checkpoint: Mapping) -> Mapping[str, Tensor]:
     raise ValueError('Cannot find the state dict in the checkpoint: expected a '
                      "'model' entry (published GreenMIM) or a bare state dict, got "
                      f'keys {sorted(checkpoint)[:10]}.')
+
+
+def load_official_checkpoint(path: str) -> dict:
+    """``torch.load`` with ``weights_only``; published checkpoints also pickle their
+    ``argparse.Namespace`` of training arguments, which is allowed explicitly."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def save_atomic(obj: dict, dst: str) -> None:
+    """Write ``obj`` to a temporary file next to ``dst``, then rename it to ``dst``
+    (``dst`` is never left half-written)."""
+    folder = osp.dirname(osp.abspath(dst))
+    os.makedirs(folder, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix='.' + osp.basename(dst) + '.', dir=folder)
+    os.close(handle)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def convert_official_checkpoint(src: str, dst: str,
+                                merge_order: str = 'greenmim') -> Tuple[int, int]:
+    """Convert the published checkpoint file ``src`` into an mmengine checkpoint
+    ``dst`` (``{'state_dict': ..., 'meta': ...}``); return the numbers of keys read
+    and written.
+
+    Raises:
+        FileNotFoundError: ``src`` does not exist.
+        ValueError: unknown or missing keys (listed), or no state dict in ``src``;
+            nothing is written then.
+    """
+    if not osp.isfile(src):
+        raise FileNotFoundError(f'{src} does not exist')
+    official = checkpoint_state_dict(load_official_checkpoint(src))
+    state_dict = convert_official_state_dict(official, merge_order)
+    meta = dict(converted_from=osp.abspath(src), converter='greenmim_official_to_mm',
+                merge_order=merge_order, time=datetime.now().isoformat())
+    save_atomic(dict(state_dict=state_dict, meta=meta), dst)
+    return len(official), len(state_dict)

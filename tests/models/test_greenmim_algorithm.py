@@ -4,10 +4,11 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from helpers import random_masks as unit_masks
 from mmengine.config import Config
 from mmengine.dataset import default_collate
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmpretrain.models.backbones import SwinTransformer
 from mmpretrain.registry import DATASETS, MODELS
 from mmpretrain.structures import DataSample
@@ -17,13 +18,7 @@ from greenmim_mm.models.backbones import GreenMIMSwinTransformer
 
 CONFIGS = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'pretrain')
 UNIT = 32
-
-
-@pytest.fixture(autouse=True)
-def mmpretrain_scope():
-    """Build in mmpretrain's registries whatever scope an earlier test left current."""
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        yield
+pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
 
 def tiny_model(mask_mode: str = 'sample', seed: int = 0):
@@ -49,12 +44,8 @@ def tiny_model(mask_mode: str = 'sample', seed: int = 0):
 
 
 def random_masks(batch: int, grid=(3, 3), num_visible: int = 2, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    num_units = grid[0] * grid[1]
-    mask = torch.ones(batch, num_units, dtype=torch.bool)
-    for row in mask:
-        row[torch.randperm(num_units, generator=gen)[:num_visible]] = False
-    return mask.view(batch, *grid)
+    """Masks of 96 px images (3 x 3 units), 2 visible units each."""
+    return unit_masks(batch, grid, num_visible, seed)
 
 
 def samples(mask: torch.Tensor):
@@ -109,8 +100,12 @@ def test_mask_modes():
     assert torch.equal(per_sample, mask)
     shared = tiny_model('batch').unit_masks(inputs, samples(mask))
     assert torch.equal(shared, mask[:1].expand(4, 3, 3))
-    loss = tiny_model('batch').loss(torch.randn(4, 3, 96, 96), samples(mask))['loss']
-    assert torch.isfinite(loss)
+    # the batch-mode loss is the per-sample loss under the first mask for everyone
+    images = torch.randn(4, 3, 96, 96)
+    loss = tiny_model('batch').loss(images, samples(mask))['loss']
+    first_for_all = samples(mask[:1].expand(4, 3, 3).contiguous())
+    torch.testing.assert_close(loss, tiny_model('sample').loss(images, first_for_all)['loss'])
+    assert not torch.allclose(loss, tiny_model('sample').loss(images, samples(mask))['loss'])
 
 
 def test_bad_mask_mode():
@@ -163,6 +158,23 @@ def test_reconstruct_returns_images():
     inputs = torch.randn(2, 3, 96, 96)
     image = model.reconstruct(inputs, samples(random_masks(2)))
     assert image.shape == inputs.shape and not image.requires_grad
+
+
+@pytest.mark.parametrize('norm_pix', [True, False])
+def test_perfect_prediction_reconstructs_the_input(norm_pix, monkeypatch):
+    """A decoder that predicts the loss target exactly (per-unit normalised pixels
+    with norm_pix) makes ``reconstruct`` return the input: the normalisation is
+    undone with the input's own unit statistics, and units land where they belong."""
+    model = tiny_model()
+    model.head.norm_pix = norm_pix
+    inputs = torch.randn(2, 3, 96, 96) * 3 + 1
+    mask = random_masks(2)
+    monkeypatch.setattr(model, 'predict_pixels',
+                        lambda images, mask=None, plan=None:
+                        model.head.construct_target(images))
+    assert model.loss(inputs, samples(mask))['loss'] == 0  # it is the loss's target
+    torch.testing.assert_close(model.reconstruct(inputs, samples(mask)), inputs,
+                               rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('name, arch', [

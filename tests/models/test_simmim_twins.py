@@ -1,28 +1,23 @@
 """SimMIMSVT: the Twins that the benchmark trains the SimMIM way."""
 import pytest
 import torch
-from mmengine.registry import DefaultScope
+from helpers import random_masks
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 import greenmim_mm  # noqa: F401  (registers SimMIMSVT)
-from greenmim_mm.ops.masking import random_unit_masks
 
 TINY_SVT = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8],
                 patch_sizes=[4, 2, 2, 2], strides=[4, 2, 2, 2], mlp_ratios=[2, 2, 2, 2],
                 sr_ratios=[4, 2, 1, 1], window_sizes=[4, 4, 4, 4])
 IMAGE = 64  # px: 2x2 units of 32 px, a 16x16 grid of 4 px patches
 
-
-@pytest.fixture(autouse=True)
-def mmpretrain_scope():
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        yield
+pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
 
 def patch_masks(batch: int, seed: int = 0) -> torch.Tensor:
     """``(B, 16, 16)`` SimMIM patch masks (1 = masked) from random 32 px unit masks."""
-    units = random_unit_masks(batch, (2, 2), 1, torch.Generator().manual_seed(seed))
+    units = random_masks(batch, (2, 2), 1, seed)
     return units.repeat_interleave(8, 1).repeat_interleave(8, 2).int()
 
 

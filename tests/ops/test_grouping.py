@@ -1,13 +1,13 @@
 """Optimal grouping (Algorithm 1) and the window gather plan."""
 import itertools
-from typing import List, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 import pytest
 import torch
 
-from greenmim_mm.ops.grouping import (SLOT_COST, GROUP_COST, _fill, _search,
-                                      _value_classes, group_cost, plan_groups)
+from greenmim_mm.ops.grouping import (GROUP_COST, SLOT_COST, _search, _value_classes,
+                                      group_cost, plan_groups)
 
 
 # ----------------------------------------------------------------------------------
@@ -41,21 +41,8 @@ def literal_fill(counts: Sequence[int], g: int) -> List[List[int]]:
 
 
 def fill_groups(counts: Sequence[int], g: int) -> List[List[int]]:
-    """The fast fill expanded to window indices (same conventions as literal_fill)."""
-    counts = np.asarray(counts)
-    values, mults = _value_classes(counts[counts > 0])
-    pools = {v: [i for i in range(len(counts)) if counts[i] == v] for v in values}
-    taken = {v: 0 for v in values}
-    groups = []
-    for pattern, repeats in _fill(values, mults, g):
-        for _ in range(repeats):
-            group = []
-            for j, t in pattern:
-                v = values[j]
-                group += pools[v][taken[v]:taken[v] + t]
-                taken[v] += t
-            groups.append(group)
-    return groups
+    """The fill of the implementation at a fixed ``g`` (``plan_groups(group_size=g)``)."""
+    return plan_groups(counts, group_size=g).groups
 
 
 def published_knapsack(capacity: int, weights: Sequence[int]) -> Tuple[int, List[int]]:
@@ -89,14 +76,28 @@ def published_num_groups(counts: Sequence[int], g: int) -> int:
     return num_groups
 
 
-def brute_search(counts: Sequence[int], slot_cost: int, fixed_cost: int):
-    """Every g from max to sum, no pruning: (g, cost) of least cost, smallest g."""
-    counts = [c for c in counts if c > 0]
+def set_partitions(items: Sequence[int]) -> Iterator[List[List[int]]]:
+    """Every partition of ``items`` into non-empty groups (Bell(n) of them)."""
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for partition in set_partitions(rest):
+        yield [[first]] + partition
+        for i in range(len(partition)):
+            yield partition[:i] + [[first] + partition[i]] + partition[i + 1:]
+
+
+def optimal_cost(counts: Sequence[int], slot_cost: int = SLOT_COST,
+                 fixed_cost: int = GROUP_COST) -> int:
+    """The least cost over ALL partitions of the non-empty windows, from the
+    definition: ``G`` groups of one size ``g`` cost ``G * (g^2 + a g + b)``, and a
+    partition needs ``g`` >= its largest group total (larger ``g`` only costs more)."""
     best = None
-    for g in range(max(counts), sum(counts) + 1):
-        cost = len(fill_groups(counts, g)) * (g * g + slot_cost * g + fixed_cost)
-        if best is None or cost < best[1]:
-            best = (g, cost)
+    for partition in set_partitions([c for c in counts if c > 0]):
+        g = max(sum(group) for group in partition)
+        cost = len(partition) * (g * g + slot_cost * g + fixed_cost)
+        best = cost if best is None or cost < best else best
     return best
 
 
@@ -122,9 +123,7 @@ def test_plan_groups_partition_and_cost():
         counts = random_counts(rng, int(rng.integers(1, 60)), 49)
         if not any(counts):
             continue
-        plan = plan_groups(counts, max_count=49)
-        check_partition(counts, plan)
-        assert plan.group_size >= max(counts)
+        check_partition(counts, plan_groups(counts, max_count=49))
 
 
 def test_fill_equals_literal_one_group_at_a_time():
@@ -146,17 +145,30 @@ def test_fill_repeats_patterns_like_literal_on_many_windows():
     assert plan.groups[0] == literal_fill(counts, plan.group_size)[0]
 
 
-@pytest.mark.parametrize('slot_cost,fixed_cost', [(SLOT_COST, GROUP_COST), (0, 0),
-                                                  (1, 40), (3, 500)])
-def test_pruned_search_equals_full_search(slot_cost, fixed_cost):
+def test_plan_is_optimal_over_all_partitions():
+    """Algorithm 1 (a knapsack fill per g, every g) reaches the least cost over all
+    partitions, for random multisets of up to 9 windows of counts up to ws^2."""
     rng = np.random.default_rng(2)
-    for _ in range(40):
-        counts = [c for c in random_counts(rng, int(rng.integers(1, 14)), 12) if c]
+    for _ in range(100):
+        counts = random_counts(rng, int(rng.integers(1, 10)), int(rng.choice([4, 9, 49])))
+        if not any(counts):
+            continue
+        plan = plan_groups(counts)
+        check_partition(counts, plan)
+        assert plan.cost == optimal_cost(counts), counts
+
+
+@pytest.mark.parametrize('slot_cost,fixed_cost', [(0, 0), (1, 40), (3, 500)])
+def test_pruned_search_is_optimal_for_other_costs(slot_cost, fixed_cost):
+    """The pruning (module doc) stays exact for other cost constants."""
+    rng = np.random.default_rng(3)
+    for _ in range(15):
+        counts = [c for c in random_counts(rng, int(rng.integers(1, 9)), 12) if c]
         if not counts:
             continue
         values, mults = _value_classes(np.asarray(counts))
-        g, fill, cost = _search(values, mults, slot_cost, fixed_cost)
-        assert (g, cost) == brute_search(counts, slot_cost, fixed_cost)
+        cost = _search(values, mults, slot_cost, fixed_cost)[2]
+        assert cost == optimal_cost(counts, slot_cost, fixed_cost), counts
 
 
 def test_search_takes_a_larger_group_when_it_pays():

@@ -3,8 +3,9 @@ import itertools
 
 import pytest
 import torch
+from helpers import layout_coords, random_masks
 
-from greenmim_mm.ops.masking import stage_token_coords, visible_token_coords
+from greenmim_mm.ops.masking import stage_token_coords
 from greenmim_mm.ops.window_plan import plan_window_groups
 
 
@@ -48,13 +49,9 @@ def stock_window_labels(batch, hw, ws, shift):
 
 
 def random_coords(batch, image_hw, stride, ratio, seed):
-    gen = torch.Generator().manual_seed(seed)
     grid = (image_hw[0] // 32, image_hw[1] // 32)
-    num_units = grid[0] * grid[1]
-    ranks = torch.rand(batch, num_units, generator=gen).argsort(1)
-    mask = torch.ones(batch, num_units, dtype=torch.bool)
-    mask.scatter_(1, ranks[:, :max(1, int(num_units * (1 - ratio)))], False)
-    mask = mask.view(batch, *grid)
+    num_visible = max(1, int(grid[0] * grid[1] * (1 - ratio)))
+    mask = random_masks(batch, grid, num_visible, seed)
     hw = (image_hw[0] // stride, image_hw[1] // stride)
     return stage_token_coords(mask, hw), hw
 
@@ -107,8 +104,9 @@ def test_whole_map_in_one_window_needs_no_grouping():
     plan = plan_window_groups(coords, hw, 7, 0)
     assert plan.group_size == coords.shape[1] and plan.num_groups == 4
     assert plan.one_window_per_group and plan.padding == 0
-    assert torch.equal(plan.slot_window[:, 0].sort().values,
-                       plan.slot_window.view(4, -1).amax(1).sort().values)
+    group = plan.token_slot.view(4, -1) // plan.group_size  # B, N: group of each token
+    assert (group == group[:, :1]).all()  # a sample's tokens in one group
+    assert group[:, 0].unique().numel() == 4  # one group per sample
 
 
 def test_benchmark_setting_is_tight():
@@ -120,9 +118,20 @@ def test_benchmark_setting_is_tight():
 
 
 def test_plan_to_device():
+    """``.to`` moves every tensor of the plan (to 'meta' here, standing in for a GPU)
+    and keeps the geometry; the CPU plan is left as it was."""
     coords, hw = random_coords(2, (224, 224), 8, 0.75, seed=7)
-    plan = plan_window_groups(coords, hw, 7, 3).to('cpu')
-    assert plan.token_slot.device.type == 'cpu' and plan.window_size == 7
+    plan = plan_window_groups(coords, hw, 7, 3)
+    moved = plan.to('meta')
+    for name in ('token_slot', 'slot_window', 'slot_pos'):
+        assert getattr(moved, name).device.type == 'meta', name
+        assert getattr(moved, name).shape == getattr(plan, name).shape, name
+        assert getattr(plan, name).device.type == 'cpu', name
+    assert moved.device.type == 'meta'
+    assert (moved.group_size, moved.num_groups, moved.hw, moved.window_size, moved.shift,
+            moved.num_windows, moved.cost) == (plan.group_size, plan.num_groups, plan.hw,
+                                               plan.window_size, plan.shift,
+                                               plan.num_windows, plan.cost)
 
 
 @pytest.mark.parametrize('coords,hw,ws,shift,message', [
@@ -145,4 +154,4 @@ def test_mask_unit_must_divide_the_map():
         stage_token_coords(mask, (48, 48))
     with pytest.raises(ValueError, match='power of 2'):
         stage_token_coords(mask, (42, 42))
-    assert torch.equal(stage_token_coords(mask, (56, 56)), visible_token_coords(mask, 8))
+    assert torch.equal(stage_token_coords(mask, (56, 56)), layout_coords(mask, 8))

@@ -2,12 +2,12 @@
 new work dir, an existing one unchanged, so the next (good) run just works."""
 import os
 import os.path as osp
-import runpy
 import shutil
-import sys
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import pytest
+
+from greenmim_mm.engine.launch import UsageError, prepare_test, prepare_train
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = 'tests/tools/configs/tiny_cls.py'  # relative to the repo root (the tools' cwd)
@@ -118,33 +118,27 @@ def test_missing_checkpoint_leaves_work_dir_for_the_next_run(run_tool, tiny_cls_
     assert osp.isfile(osp.join(work_dir, 'iter_1.pth'))
 
 
-def _main_error(monkeypatch, tool: str, argv: List[str]) -> str:
-    """Run ``tools/<tool>``'s ``main()`` in this process; return its exit message."""
-    monkeypatch.setattr(sys, 'argv', [tool] + argv)
-    monkeypatch.setenv('LOCAL_RANK', '0')  # the tools set it; restore it afterwards
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(osp.join(REPO_ROOT, 'tools', tool), run_name='__main__')
-    return str(exit_info.value.code)
-
-
-@pytest.mark.parametrize('tool, argv, fragment', [
-    ('train.py', [CFG, '--resume', 'no/iter_4.pth'],
+@pytest.mark.parametrize('prepare, argv, fragment', [
+    (prepare_train, [CFG, '--resume', 'no/iter_4.pth'],
      'checkpoint to resume from not found: no/iter_4.pth'),
-    ('train.py', [CFG, '--cfg-options', 'load_from=no/iter_4.pth'],
+    (prepare_train, [CFG, '--cfg-options', 'load_from=no/iter_4.pth'],
      'load_from checkpoint not found: no/iter_4.pth'),
-    ('train.py', [CFG, '--cfg-options', 'model.backbone.out_indices.3=2'],
+    (prepare_train, [CFG, '--cfg-options', 'model.backbone.out_indices.3=2'],
      'no "3" in model.backbone.out_indices'),
-    ('test.py', ['no_such.py', 'model.pth'], 'config file not found: no_such.py'),
-    ('test.py', [CFG, 'no/iter_4.pth'], 'checkpoint not found: no/iter_4.pth'),
-    ('test.py', [CFG, 'model.pth', '--out', 'predictions.json'],
+    (prepare_test, ['no_such.py', 'model.pth'], 'config file not found: no_such.py'),
+    (prepare_test, [CFG, 'no/iter_4.pth'], 'checkpoint not found: no/iter_4.pth'),
+    (prepare_test, [CFG, 'model.pth', '--out', 'predictions.json'],
      '--out must name a .pkl file'),
-])
-def test_more_bad_arguments_in_process(monkeypatch, tmp_path, tool, argv, fragment):
-    """The same checks for more arguments, through ``main()`` in this process (a
-    subprocess each would cost an import of the whole stack)."""
+], ids=lambda value: value.__name__ if callable(value) else None)
+def test_more_bad_arguments_in_process(monkeypatch, tmp_path, prepare, argv, fragment):
+    """The same checks for more arguments, through what the tools run before the
+    Runner (``engine.launch.prepare_train/prepare_test``), in this process (a
+    subprocess each would cost an import of the whole stack): one line, nothing
+    written."""
     monkeypatch.chdir(tmp_path)  # the default work dir would be ./work_dirs/tiny_cls
+    monkeypatch.setenv('LOCAL_RANK', '0')  # set by the parsers; restored afterwards
     (tmp_path / 'model.pth').touch()  # a checkpoint that exists
-    message = _main_error(monkeypatch, tool, argv)
-    assert message.startswith('error: ') and '\n' not in message, message
-    assert fragment in message
+    with pytest.raises(UsageError) as error:
+        prepare(argv)
+    assert '\n' not in str(error.value) and fragment in str(error.value)
     assert os.listdir(tmp_path) == ['model.pth']  # nothing written

@@ -14,20 +14,19 @@ cyclic shift with its region mask, unrolled), the window shrunk to the map when 
 is not larger than it, and no shift then.
 """
 import argparse
-import importlib.util
-import os.path as osp
 from typing import Dict
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_masks
 from torch import Tensor
 
-from greenmim_mm.models.convert_official import (convert_official_state_dict,
+from greenmim_mm.models.convert_official import (convert_official_checkpoint,
+                                                 convert_official_state_dict,
                                                  merge_weight_to_unfold)
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # A tiny published-style model: 128 px images, 32 px mask units -> a 4x4 unit grid;
 # token maps 32, 16, 8, 4 with window 4 (shifted windows in the first three stages).
 ARCH = dict(img_size=128, patch_size=4, embed_dim=32, depths=(2, 2, 2, 2),
@@ -275,12 +274,9 @@ def model_loss(model, img: Tensor, mask: Tensor) -> Tensor:
 
 def random_mask(batch: int, shared: bool, seed: int) -> Tensor:
     """Unit masks with 4 of the 16 units visible; ``shared``: one for the batch."""
-    gen = torch.Generator().manual_seed(seed)
     grid = ARCH['img_size'] // ARCH['unit']
-    masks = torch.ones(1 if shared else batch, grid * grid, dtype=torch.bool)
-    for m in masks:
-        m[torch.randperm(grid * grid, generator=gen)[:4]] = False
-    return masks.expand(batch, -1).reshape(batch, grid, grid).contiguous()
+    masks = random_masks(1 if shared else batch, (grid, grid), 4, seed)
+    return masks.expand(batch, grid, grid).contiguous()
 
 
 @pytest.fixture(scope='module')
@@ -377,22 +373,16 @@ def test_learned_decoder_positions_are_refused(official):
         convert_official_state_dict(bad)
 
 
-def _load_tool():
-    path = osp.join(REPO_ROOT, 'tools', 'model_converters', 'greenmim_official_to_mm.py')
-    spec = importlib.util.spec_from_file_location('greenmim_official_to_mm', path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
-def test_cli_writes_an_mmengine_checkpoint(official, model, tmp_path, capsys):
+def test_file_conversion_writes_an_mmengine_checkpoint(official, model, tmp_path):
+    """What tools/model_converters/greenmim_official_to_mm.py runs."""
     from mmengine.runner import load_checkpoint
 
     src, dst = tmp_path / 'greenmim_official.pth', tmp_path / 'out' / 'converted.pth'
     # As the published main_pretrain.py saves it, training arguments included.
     torch.save(dict(model=official, epoch=799, args=argparse.Namespace(mask_ratio=0.75)),
                src)
-    assert _load_tool().main([str(src), str(dst)]) == 0
+    assert convert_official_checkpoint(str(src), str(dst)) == (len(official),
+                                                               len(model.state_dict()))
     saved = torch.load(dst, map_location='cpu', weights_only=True)
     assert set(saved) == {'state_dict', 'meta'}
     assert saved['meta']['merge_order'] == 'greenmim'
@@ -402,11 +392,13 @@ def test_cli_writes_an_mmengine_checkpoint(official, model, tmp_path, capsys):
     assert sorted(p.name for p in dst.parent.iterdir()) == ['converted.pth']
 
 
-def test_cli_refuses_bad_keys_and_writes_nothing(official, tmp_path, capsys):
+def test_file_conversion_refuses_bad_keys_and_writes_nothing(official, tmp_path):
     src, dst = tmp_path / 'bad.pth', tmp_path / 'converted.pth'
     bad = dict(official)
     bad['encoder.head.weight'] = torch.ones(1)
     torch.save(dict(model=bad), src)
-    assert _load_tool().main([str(src), str(dst)]) == 1
-    assert 'encoder.head.weight' in capsys.readouterr().err
+    with pytest.raises(ValueError, match='encoder.head.weight'):
+        convert_official_checkpoint(str(src), str(dst))
+    with pytest.raises(FileNotFoundError, match='nope.pth does not exist'):
+        convert_official_checkpoint(str(tmp_path / 'nope.pth'), str(dst))
     assert sorted(p.name for p in tmp_path.iterdir()) == ['bad.pth']

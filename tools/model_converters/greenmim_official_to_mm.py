@@ -12,16 +12,10 @@ stop the conversion with the list of them; DST is written to a temporary file fi
 and renamed, so it is never left half-written.
 """
 import argparse
-import os
-import os.path as osp
 import sys
-import tempfile
-from datetime import datetime
 
-import torch
-
-from greenmim_mm.models.convert_official import (MERGE_ORDERS, checkpoint_state_dict,
-                                                 convert_official_state_dict)
+from greenmim_mm.models.convert_official import (MERGE_ORDERS,
+                                                 convert_official_checkpoint)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,43 +30,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_checkpoint(path: str) -> dict:
-    """``torch.load`` with ``weights_only``; published checkpoints also pickle their
-    ``argparse.Namespace`` of training arguments, which is allowed explicitly."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location='cpu', weights_only=True)
-
-
-def save_atomic(obj: dict, dst: str) -> None:
-    """Write ``obj`` to a temporary file next to ``dst``, then rename it to ``dst``."""
-    folder = osp.dirname(osp.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix='.' + osp.basename(dst) + '.', dir=folder)
-    os.close(handle)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not osp.isfile(args.src):
-        print(f'error: {args.src} does not exist', file=sys.stderr)
-        return 2
     try:
-        official = checkpoint_state_dict(load_checkpoint(args.src))
-        state_dict = convert_official_state_dict(official, args.merge_order)
+        read, written = convert_official_checkpoint(args.src, args.dst, args.merge_order)
+    except FileNotFoundError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
     except ValueError as error:
         print(f'error: cannot convert {args.src}:\n{error}', file=sys.stderr)
         return 1
-    meta = dict(converted_from=osp.abspath(args.src), converter='greenmim_official_to_mm',
-                merge_order=args.merge_order, time=datetime.now().isoformat())
-    save_atomic(dict(state_dict=state_dict, meta=meta), args.dst)
-    print(f'{len(official)} keys of {args.src} -> {len(state_dict)} keys in {args.dst}')
+    print(f'{read} keys of {args.src} -> {written} keys in {args.dst}')
     return 0
 
 
