@@ -7,7 +7,8 @@
 
 Sections: ``step`` (GreenMIM vs SimMIM training steps, :mod:`.runner`), ``ops``
 (grouping plan and group window attention, :mod:`.grouping_attention`), ``sparse-conv``
-(:mod:`.sparse_conv`), or ``all``.
+(:mod:`.sparse_conv`), ``host`` (the training process's own time per step, loader plan
+vs planning in the step, :mod:`.host`), or ``all``.
 """
 import argparse
 import dataclasses
@@ -19,7 +20,7 @@ import torch
 from .comparisons import DEFAULT_ARCH, GREENMIM_CONFIGS
 from .steps import StepOptions
 
-SECTIONS = ('step', 'ops', 'sparse-conv')
+SECTIONS = ('step', 'ops', 'sparse-conv', 'host')
 
 
 def batch_size(text: str):
@@ -75,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                         'ops / sparse-conv sections (default: 25 grouping, 5 attention, '
                         '10 sparse conv)')
     parser.add_argument('--op-batch', type=int, default=None, help='batch of the ops '
-                        'sections (default: 128 grouping, 16 attention, 8 sparse conv)')
+                        'sections (default: 128 grouping and host, 16 attention, 8 sparse '
+                        'conv)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--json', default=None, help='also write the results here')
     return parser
@@ -144,6 +146,11 @@ def run(args: argparse.Namespace) -> dict:
 
         tables.append(('sparse-conv', sparse_conv_table(
             device=args.device, seed=args.seed, **_op_kwargs(args, 8, 10))))
+    if 'host' in sections:
+        from .host import host_table
+
+        tables.append(('host', host_table(args.backbone, args.arch, seed=args.seed,
+                                          **_op_kwargs(args, 128, 5))))
     for name, table in tables:
         out['tables'][name] = markdown_table(**table)
         out[name] = table['rows']

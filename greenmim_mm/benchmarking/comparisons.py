@@ -20,6 +20,8 @@ from typing import Dict, List, Sequence
 
 from mmengine.config import Config
 
+from ..datasets.collate import bind_collate_backbone
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 GREENMIM_CONFIGS: Dict[str, Dict[str, str]] = {  # backbone -> arch -> config
     'swin': {
@@ -133,6 +135,7 @@ def comparison(backbone: str, arch: str, attn_backends: Sequence[str] = ('sdpa',
     for backend in attn_backends:
         cfg = copy.deepcopy(greenmim)
         cfg.model.backbone.attn_backend = backend
+        bind_collate_backbone(cfg)  # the loader plans for this very backbone
         name = 'GreenMIM' if len(attn_backends) == 1 else f'GreenMIM {backend}'
         variants.append(Variant(name, cfg))
     variants.append(Variant('SimMIM', BASELINES[backbone](greenmim)))

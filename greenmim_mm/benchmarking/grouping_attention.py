@@ -1,9 +1,10 @@
 """The ``ops`` section: the grouping plan and group window attention, Swin-B stages.
 
-- :func:`grouping_table`: plan time and padding waste of the optimal grouping
-  (Algorithm 1) per (stage, shift), against the published single-g plan
-  (``g = min(ws^2, max w)``, one sample at a time) and padding every window to the
-  largest count.
+- :func:`grouping_table`: per (stage, shift), the plan the training step uses (static
+  shapes: a fixed group size and number of groups, built in the data loader) with its
+  time and padding, next to Algorithm 1's optimum for the same masks (search over g,
+  shapes vary with the mask), the published single-g plan (``g = min(ws^2, max w)``,
+  one sample at a time) and padding every window to the largest count.
 - :func:`attention_table`: group window attention on the visible tokens against
   mmpretrain's ``ShiftWindowMSA`` (the dense model's attention) on the whole map,
   forward and forward + backward, per (stage, shift).
@@ -17,10 +18,12 @@ import numpy as np
 import torch
 from mmpretrain.models.utils import ShiftWindowMSA
 
-from ..models.backbones.visible_layers import effective_shift
-from ..ops.group_attention import group_window_attention
-from ..ops.grouping import plan_groups, plan_window_groups, stage_token_coords
-from ..ops.masking import num_visible_units, random_unit_masks
+from ..models.backbones.layers.swin import effective_shift
+from ..ops.group_attention import attention_layout, group_window_attention
+from ..ops.grouping import plan_groups
+from ..ops.masking import num_visible_units, random_unit_masks, stage_token_coords
+from ..ops.visible_plan import static_group_shape
+from ..ops.window_plan import plan_window_groups
 from .measure import time_repeats
 
 # Swin-B: (stride, embed dims, heads) of the four stages.
@@ -67,32 +70,47 @@ def grouping_table(batch: int = 128, image: int = 224, window: int = 7,
     device = torch.device('cpu')  # plans are made on the CPU
     mask = unit_masks(batch, image, ratio)
     rows = []
+    grid = tuple(mask.shape[1:])
+    num_visible = int((~mask[0]).sum())
     for stage, hw, shift, _ in swin_stages(image, window):
         coords = stage_token_coords(mask, hw)
-        coords_t = time_repeats(lambda: stage_token_coords(mask, hw), repeats, device)
-        plan_t = time_repeats(lambda: plan_window_groups(coords, hw, window, shift),
-                              repeats, device)
-        plan = plan_window_groups(coords, hw, window, shift)
+        unit = hw[0] // grid[0]
+        g, groups = static_group_shape(grid, unit, hw, (window, shift), num_visible,
+                                       batch)
+
+        def static_plan():
+            return plan_window_groups(coords, hw, window, shift, group_size=g,
+                                      num_groups=groups)
+        plan_t = time_repeats(static_plan, repeats, device)
+        optimal = plan_window_groups(coords, hw, window, shift)
+        used = plan_window_groups(coords, hw, window, shift, group_size=g)
         counts = _window_counts(coords, hw, window, shift)
         total, nonzero = counts.sum(), counts[counts > 0]
         pad_all = (len(nonzero) * int(nonzero.max()) - total) / total
         rows.append((stage, f'{hw[0]}x{hw[1]}', shift, len(nonzero), total,
-                     coords_t.median_ms('cpu'), plan_t.median_ms(), plan_t.median_ms('cpu'),
-                     1e3 * min(plan_t.cpu), plan.group_size, plan.num_groups,
-                     100 * plan.padding / total, 100 * published_waste(counts, window),
-                     100 * pad_all))
-    header = ('stage', 'map', 'shift', 'windows', 'tokens', 'coords ms', 'plan ms',
-              'plan cpu ms', 'plan cpu min', 'g', 'groups', 'waste %',
-              'published waste %', 'pad-to-max waste %')
+                     plan_t.median_ms(), plan_t.median_ms('cpu'), g, groups,
+                     100 * (g * used.num_groups - total) / total,
+                     100 * (g * groups - total) / total, optimal.group_size,
+                     optimal.num_groups, 100 * optimal.padding / total,
+                     100 * published_waste(counts, window), 100 * pad_all))
+    header = ('stage', 'map', 'shift', 'windows', 'tokens', 'plan ms', 'plan cpu ms',
+              'static g', 'static groups', 'fill waste %', 'static waste %',
+              'optimal g', 'optimal groups', 'optimal waste %', 'published waste %',
+              'pad-to-max waste %')
     notes = (f'Swin-B, {image} px, window {window}, mask ratio {ratio}, 32 px units, batch '
              f'{batch}, per-sample masks; {torch.get_num_threads()} thread(s); {repeats} '
-             'runs: median wall, median and min thread-CPU time (load average '
+             'runs: median wall and thread-CPU time (load average '
              f'{os.getloadavg()[0]:.1f}).',
-             '"windows": non-empty attention windows (sample, window, shift region); '
-             '"plan": plan_window_groups(coords); "coords": stage_token_coords(mask).',
-             'waste = padded slots / visible tokens. published = g = min(ws^2, max w) '
-             'and repeated max-fill knapsack per sample; pad-to-max = every window '
-             'padded to the largest count.')
+             '"windows": non-empty attention windows (sample, window, shift region). '
+             '"plan": the static plan of the training step (what greenmim_collate '
+             'builds in the loader), g = the largest count any mask can put in a window, '
+             'groups = ceil(T / g) * 1.02 + 1 (capped by the windows that can be '
+             'non-empty); "fill waste": padding of the groups the masks fill, "static '
+             'waste": with the unused groups too (what the step computes).',
+             '"optimal": Algorithm 1 for these masks (search over g; its shapes vary '
+             'with the mask). waste = padded slots / visible tokens. published = '
+             'g = min(ws^2, max w) and repeated max-fill knapsack per sample; '
+             'pad-to-max = every window padded to the largest count.')
     return dict(title='Optimal grouping (Algorithm 1)', header=header, rows=rows,
                 notes=notes)
 
@@ -108,7 +126,11 @@ def attention_table(batch: int = 16, image: int = 224, window: int = 7,
         attn = attn.to(dev)
         w_msa = attn.w_msa
         coords = stage_token_coords(mask, hw)
-        plan = plan_window_groups(coords, hw, window, shift).to(dev)
+        g, groups = static_group_shape(tuple(mask.shape[1:]), hw[0] // mask.shape[1],
+                                       hw, (window, shift), int((~mask[0]).sum()), batch)
+        plan = plan_window_groups(coords, hw, window, shift, group_size=g,
+                                  num_groups=groups).to(dev)
+        layout = attention_layout(plan)  # once per (stage, shift), as in the model
         dim = w_msa.embed_dims
         x_vis = torch.randn(batch, coords.shape[1], dim, device=dev, requires_grad=True)
         x_all = torch.randn(batch, hw[0] * hw[1], dim, device=dev, requires_grad=True)
@@ -116,7 +138,8 @@ def attention_table(batch: int = 16, image: int = 224, window: int = 7,
         def grouped():
             return group_window_attention(
                 x_vis, plan, w_msa.qkv, w_msa.proj, w_msa.num_heads, w_msa.scale,
-                w_msa.relative_position_bias_table, w_msa.relative_position_index)
+                w_msa.relative_position_bias_table, w_msa.relative_position_index,
+                layout=layout)
 
         def dense():
             return attn(x_all, hw)
@@ -139,8 +162,8 @@ def attention_table(batch: int = 16, image: int = 224, window: int = 7,
              f'{"wall" if clock == "wall" else "thread-CPU"} time of {repeats} runs '
              f'(load average {os.getloadavg()[0]:.1f}).',
              "dense = mmpretrain's ShiftWindowMSA on the whole map; group = "
-             "group_window_attention(backend='sdpa') on the visible tokens, plan built "
-             'beforehand and its masks cached (as when a plan serves all blocks of a '
-             'stage).')
+             "group_window_attention(backend='sdpa') on the visible tokens with the "
+             "training step's static plan, built beforehand, its attention layout made "
+             'once (as when a plan serves all blocks of a stage).')
     return dict(title='Group window attention vs dense window attention', header=header,
                 rows=rows, notes=notes)

@@ -125,7 +125,10 @@ class TrainStep:
             self.optim_wrapper = OptimWrapper(optimizer=optimizer)
         self.cpu_autocast = options.amp and self.device.type == 'cpu'
         self.dtype = dtype
-        self.compile_options = (dict(backend=options.compile_backend)
+        # dynamic=False: the models of a comparison share code (train_step, the
+        # blocks), and dynamo's automatic dynamic shapes would otherwise recompile the
+        # second model with symbolic shapes (minutes of sympy for GreenMIM's indices).
+        self.compile_options = (dict(backend=options.compile_backend, dynamic=False)
                                 if options.compile else None)
 
     def compile(self) -> None:
@@ -135,6 +138,10 @@ class TrainStep:
             # one cache entry per model, not a fall-back to eager after the 8th.
             dynamo_config = torch._dynamo.config
             dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+            # Both models' data preprocessors run eagerly (GreenMIM's always does):
+            # traced, they guard on every sample's metainfo and recompile each step.
+            preprocessor = self.model.data_preprocessor
+            preprocessor.forward = torch.compiler.disable(preprocessor.forward)
             self.model.train_step = torch.compile(self.model.train_step,
                                                   **self.compile_options)
 

@@ -24,12 +24,18 @@ upstream issue it works around; remove a fix when the pinned versions no longer 
    with ``RectBivariateSpline``, SciPy's documented drop-in for ``interp2d`` on a
    regular grid (same cubic spline through the points, same clamping outside them); it
    replaces mmpretrain's function where Swin and BEiT call it.
+3. **A compiled optimizer step with mmengine's param groups** (no upstream issue found):
+   mmengine's ``DefaultOptimWrapperConstructor`` hands torch ``ConfigDict`` param
+   groups, and torch.compile of the training step (``compile=True``) then fails inside
+   the optimizer (:func:`plain_dict_param_groups`).
 """
+import functools
 from typing import List
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
+from mmengine.optim import DefaultOptimWrapperConstructor
 
 # ---------------------------------------------------------------- 1. torch.load
 
@@ -107,5 +113,33 @@ def use_spline_bias_table_resize() -> None:
         module.resize_relative_position_bias_table = resize_relative_position_bias_table
 
 
+# ---------------------------------------------------------------- 3. compiled optimizer
+def plain_dict_param_groups() -> None:
+    """Give torch optimizers ``dict`` param groups, not mmengine ``ConfigDict``\ s.
+
+    ``DefaultOptimWrapperConstructor`` stores the param groups in a ``ConfigDict``,
+    which turns each group into a ``ConfigDict``; torch.compile of a training step
+    (mmengine's ``compile=True``) then fails inside the optimizer with
+    ``InternalTorchDynamoError: 'UserDefinedDictVariable' object has no attribute
+    'items'`` (torch 2.14, mmengine 0.10.7; no upstream issue found). Same content,
+    plain dicts, before any step (checkpoints are unchanged).
+    """
+    call = DefaultOptimWrapperConstructor.__call__
+    if getattr(call, '_plain_dict_groups', False):
+        return
+
+    @functools.wraps(call)
+    def __call__(self, model):
+        optim_wrapper = call(self, model)
+        groups = optim_wrapper.optimizer.param_groups
+        groups[:] = [dict(group) for group in groups]
+        return optim_wrapper
+
+    __call__._plain_dict_groups = True
+    DefaultOptimWrapperConstructor.__call__ = __call__
+
+
+
 allow_mmengine_checkpoints()
 use_spline_bias_table_resize()
+plain_dict_param_groups()

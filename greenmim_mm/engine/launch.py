@@ -22,7 +22,9 @@ class UsageError(ValueError):
 
 
 def load_config(path: str, cfg_options: Optional[Dict[str, Any]] = None) -> Config:
-    """Read a config and merge ``--cfg-options``, rejecting keys that do not exist."""
+    """Read a config and merge ``--cfg-options``, rejecting keys that do not exist;
+    then bind ``greenmim_collate`` to the model's backbone (one source of geometry)."""
+    from ..datasets.collate import bind_collate_backbone
     if not osp.isfile(path):
         raise UsageError(f'config file not found: {path} '
                          '(give the path of a .py file under configs/)')
@@ -31,6 +33,7 @@ def load_config(path: str, cfg_options: Optional[Dict[str, Any]] = None) -> Conf
         for key in cfg_options:
             _check_key_exists(cfg, key)
         cfg.merge_from_dict(cfg_options)
+    bind_collate_backbone(cfg)
     return cfg
 
 

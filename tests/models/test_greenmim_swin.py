@@ -15,10 +15,10 @@ from equivalence import build_swin as build
 from helpers import gather_at, layout_coords, random_masks, visible_layout_tokens
 from mmpretrain.models.backbones import SwinTransformer
 
-import greenmim_mm.models.backbones.greenmim_swin as greenmim_swin
+import greenmim_mm.ops.visible_plan as visible_plan
 from greenmim_mm.models.backbones import GreenMIMSwinTransformer
-from greenmim_mm.models.backbones import visible_layers
-from greenmim_mm.models.backbones.visible_layers import visible_patch_merging
+from greenmim_mm.models.backbones.layers import swin as visible_layers
+from greenmim_mm.models.backbones.layers.swin import visible_patch_merging
 from swin_reference import masked_dense_forward
 
 
@@ -134,14 +134,14 @@ def test_with_cp_equals_plain(monkeypatch):
 
 def test_plans_made_once_per_stage_and_shift(monkeypatch):
     calls = []
-    plan = greenmim_swin.plan_window_groups
+    plan = visible_plan.plan_window_groups
 
-    def counting_plan(coords, hw, window_size, shift):
+    def counting_plan(coords, hw, window_size, shift, **kwargs):
         assert coords.device.type == 'cpu'
         calls.append((tuple(hw), window_size, shift))
-        return plan(coords, hw, window_size, shift)
+        return plan(coords, hw, window_size, shift, **kwargs)
 
-    monkeypatch.setattr(greenmim_swin, 'plan_window_groups', counting_plan)
+    monkeypatch.setattr(visible_plan, 'plan_window_groups', counting_plan)
     model = build(window_size=4, arch=dict(embed_dims=32, depths=[4, 2, 2, 3],
                                            num_heads=[2, 2, 4, 4]))
     model(torch.randn(2, 3, 128, 128), random_masks(2, (4, 4), 4))

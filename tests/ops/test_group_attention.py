@@ -8,8 +8,8 @@ from helpers import gather_at, layout_coords, scatter_at
 from torch import Tensor, nn
 
 from greenmim_mm.ops.group_attention import group_window_attention
-from greenmim_mm.ops.grouping import plan_window_groups
 from greenmim_mm.ops.masking import random_unit_masks
+from greenmim_mm.ops.window_plan import plan_window_groups
 
 NEG = -1e9  # finite "minus infinity": rows without any visible key stay finite
 
@@ -264,10 +264,12 @@ def test_flex_block_mask_covers_exactly_the_window_blocks(image_hw, stride, ws, 
     # Eager flex evaluates mask_mod densely; the compiled kernel visits only the
     # listed key blocks, so check them: block (i, j) is listed iff a query of block i
     # and a key of block j share an attention window.
-    from greenmim_mm.ops.group_attention import _FLEX_BLOCK, _flex_sequence
+    from greenmim_mm.ops.group_attention import attention_layout
+    from greenmim_mm.ops.window_plan import FLEX_BLOCK as _FLEX_BLOCK
     module, x, coords, hw = make_case(image_hw, stride, ws, batch=4, seed=8)
     plan = plan_window_groups(coords, hw, ws, shift)
-    order, seq_window, seq_pos, block_mask = _flex_sequence(plan)
+    order, seq_window = plan.seq_order, plan.seq_window
+    block_mask = attention_layout(plan, 'flex')
     assert torch.equal(order.sort().values, torch.arange(order.numel()))
     assert torch.equal(plan.slot_window.view(-1)[plan.token_slot[order]], seq_window)
     length = seq_window.numel()

@@ -6,8 +6,8 @@ Imported by the tiny GreenMIM config through ``GREENMIM_TEST_HOOKS=ddp_probe`` (
 - ``start_iter{i}_rank{r}.pth``: at ``before_train`` (after ``--resume`` has loaded),
   the model's state dict and the optimizer's state dict;
 - ``iter{i}_rank{r}.pth``: for the first iteration of the run, the batch as the data
-  loader gave it, the device of every mask that reached the backbone, and whether any
-  mask was handed to the data preprocessor's device move (``cast_data``).
+  loader gave it, every mask that reached the backbone (in its plan), and whether any
+  data sample's mask was handed to the data preprocessor's device move (``cast_data``).
 """
 import os
 import os.path as osp
@@ -34,7 +34,7 @@ class DDPProbeHook(Hook):
         self.first_iter = runner.iter
         self.backbone_masks = []
         self.masks_cast = False
-        model.backbone.register_forward_pre_hook(self._record_mask)
+        model.backbone.register_forward_pre_hook(self._record_mask, with_kwargs=True)
         preprocessor = model.data_preprocessor
         cast_data = preprocessor.cast_data
 
@@ -45,8 +45,10 @@ class DDPProbeHook(Hook):
 
         preprocessor.cast_data = recording_cast_data
 
-    def _record_mask(self, module, args) -> None:
-        self.backbone_masks.append(args[1])
+    def _record_mask(self, module, args, kwargs) -> None:
+        """The mask the backbone planned with: in the plan (from the loader) or bare."""
+        plan = kwargs.get('plan')
+        self.backbone_masks.append(plan.mask if plan is not None else args[1])
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         if runner.iter != self.first_iter:  # the loop counts the iteration after this

@@ -37,12 +37,14 @@ def run(greenmim_ddp_run) -> Dict[str, object]:
 
 
 def test_masks_stay_on_the_cpu_in_every_process(run):
-    """Each process draws its own masks, which reach the backbone on the CPU and are
-    never handed to the data preprocessor's move to the training device."""
+    """Each process draws its own masks; the loader plans them (the batch has a plan),
+    the backbone gets that plan, and the data samples' masks are never handed to the
+    data preprocessor's move to the training device."""
     masks = []
     for rank in RANKS:
         probe = load(run['work_dir'], f'probe/iter0_rank{rank}.pth')
         assert not probe['masks_cast'], f'rank {rank} moved the masks to the device'
+        assert 'plan' in probe['batch'], f'rank {rank}: the loader made no plan'
         (reached, ) = probe['backbone_masks']  # one forward in the first iteration
         assert reached.device.type == 'cpu' and reached.dtype == torch.bool
         drawn = torch.stack([sample.mask for sample in probe['batch']['data_samples']])

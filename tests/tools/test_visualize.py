@@ -74,7 +74,8 @@ def test_perfect_prediction_draws_the_original(tiny_run, to_rgb, monkeypatch):
     cfg.model.data_preprocessor.to_rgb = to_rgb
     model = MODELS.build(cfg.model)
     monkeypatch.setattr(model, 'predict_pixels',
-                        lambda images, mask: model.head.construct_target(images))
+                        lambda images, mask=None, plan=None:
+                        model.head.construct_target(images))
     rgb = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     rgb[:32, :32] = [250, 10, 120]  # a unit far from grey, channels far apart
     bgr = np.ascontiguousarray(rgb[..., ::-1])

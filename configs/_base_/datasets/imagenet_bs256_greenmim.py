@@ -21,8 +21,12 @@ train_dataloader = dict(
     batch_size=256,  # per GPU
     num_workers=8,
     persistent_workers=True,
+    pin_memory=True,  # the plan's index tensors too: non-blocking copies to the GPU
+    drop_last=True,  # every step the same shapes (a compiled step compiles once)
     sampler=dict(type='DefaultSampler', shuffle=True),
-    collate_fn=dict(type='default_collate'),
+    # default_collate + the plan of the visible-only forward, made in the workers
+    # (the model's backbone config is bound by greenmim_mm's load_config)
+    collate_fn=dict(type='greenmim_collate'),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,

@@ -21,5 +21,7 @@ train_dataloader = dict(
     num_workers=1,
     persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),
-    collate_fn=dict(type='default_collate'),
+    # default_collate + the plan of the visible-only forward, made in the workers
+    # (the model's backbone config is bound by greenmim_mm's load_config)
+    collate_fn=dict(type='greenmim_collate'),
     dataset=dict(type='GreenMIMDemoDataset', pipeline=train_pipeline))

@@ -4,7 +4,7 @@ Each function takes a stock module (``SwinBlock``, ``ShiftWindowMSA``,
 ``PatchMerging``) and runs its exact computation on a ``(B, N, C)`` tensor of visible
 tokens in the unit-major Morton layout of :mod:`greenmim_mm.ops.masking`, instead of
 on a dense ``(B, H*W, C)`` map. Window attention goes through a grouping plan
-(:func:`greenmim_mm.ops.grouping.plan_window_groups`); everything else is per token.
+(:func:`greenmim_mm.ops.window_plan.plan_window_groups`); everything else is per token.
 """
 from typing import Optional, Tuple
 
@@ -14,8 +14,8 @@ from mmpretrain.models.backbones.swin_transformer import SwinBlock
 from mmpretrain.models.utils import ShiftWindowMSA, WindowMSA
 from torch import Tensor
 
-from ...ops.group_attention import group_window_attention
-from ...ops.grouping import WindowGroupPlan
+from ....ops.group_attention import group_window_attention
+from ....ops.window_plan import WindowGroupPlan
 
 
 def effective_shift(attn: ShiftWindowMSA, hw: Tuple[int, int]) -> int:
@@ -62,12 +62,13 @@ def check_visible_merging(merging: PatchMerging) -> Optional[str]:
 
 
 def visible_swin_block(block: SwinBlock, x: Tensor, plan: WindowGroupPlan,
-                       backend: str = 'sdpa') -> Tensor:
+                       backend: str = 'sdpa', layout: Optional[object] = None) -> Tensor:
     """``SwinBlock.forward`` on visible tokens ``(B, N, C) -> (B, N, C)``.
 
     Mirrors ``SwinBlock._inner_forward`` with ``ShiftWindowMSA`` replaced by group
     window attention over ``plan`` (the plan of this block's stage and effective
-    shift); drop path, dropouts and gradient checkpointing are the block's own.
+    shift, ``layout`` its :func:`~greenmim_mm.ops.group_attention.attention_layout`);
+    drop path, dropouts and gradient checkpointing are the block's own.
     """
     attn = block.attn
     w_msa = attn.w_msa
@@ -79,7 +80,7 @@ def visible_swin_block(block: SwinBlock, x: Tensor, plan: WindowGroupPlan,
             x, plan, w_msa.qkv, w_msa.proj, w_msa.num_heads, w_msa.scale,
             bias_table=w_msa.relative_position_bias_table,
             rel_index=w_msa.relative_position_index, backend=backend,
-            attn_drop=w_msa.attn_drop.p if block.training else 0.0)
+            attn_drop=w_msa.attn_drop.p if block.training else 0.0, layout=layout)
         x = w_msa.proj_drop(x)
         x = attn.drop(x)  # DropPath of the attention branch
         x = x + identity
