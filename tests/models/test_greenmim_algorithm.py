@@ -14,6 +14,7 @@ from mmpretrain.registry import DATASETS, MODELS
 from mmpretrain.structures import DataSample
 
 import greenmim_mm  # noqa: F401  (registers the algorithm)
+from greenmim_mm.engine.schedules import resolved_schedule
 from greenmim_mm.models.backbones import GreenMIMSwinTransformer
 
 CONFIGS = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'pretrain')
@@ -237,7 +238,7 @@ def test_paper_configs_are_consistent(name, arch):
     assert optimizer.betas == (0.9, 0.95) and optimizer.weight_decay == 0.05
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
     assert cfg.train_cfg.max_epochs == 800
-    assert [s.end for s in cfg.param_scheduler] == [40, 800]
+    assert [s['end'] for s in resolved_schedule(cfg)] == [40, 800]
 
 
 def test_no_weight_decay_on_norms_biases_and_position_tables():
