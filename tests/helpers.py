@@ -67,3 +67,15 @@ def visible_layout_tokens(dense: Tensor, mask: Tensor) -> Tensor:
     """The visible tokens of a ``(B, H, W, C)`` map in the documented layout (the
     mask grid divides the map into square units)."""
     return gather_at(dense, layout_coords(mask, dense.shape[1] // mask.shape[1]))
+
+
+def run_log(work_dir: str) -> str:
+    """The text of the newest run's log file, ``<work_dir>/<timestamp>/<timestamp>.log``
+    (where mmengine writes everything, the reports the terminal leaves out included)."""
+    import glob
+    import os.path as osp
+
+    logs = sorted(glob.glob(osp.join(work_dir, '*', '*.log')))
+    assert logs, f'no log file under {work_dir}'
+    with open(logs[-1]) as f:
+        return f.read()
