@@ -177,6 +177,9 @@ def test_flex_backend_forward_on_cpu(family):
     with torch.no_grad():
         for out, ref in zip(flex(img, mask), model(img, mask)):
             torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot train on the CPU .* use "
+                       "attn_backend='sdpa' there"):
+        flex(img, mask)  # with autograd: a training forward
 
 
 # --------------------------------------------------------------------------------
