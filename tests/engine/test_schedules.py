@@ -41,10 +41,7 @@ def learning_rates(cfg: Config, tmp_path, iters_per_epoch: int = 1, **train_cfg)
     An iteration-based run gets a loader as long as the run: mmengine sleeps 2 s each
     time it restarts a finite loader."""
     iters_per_epoch = train_cfg.get('max_iters', iters_per_epoch)
-    optim_wrapper = dict(cfg.optim_wrapper, type='OptimWrapper')  # no AMP on the CPU
-    optim_wrapper.pop('loss_scale', None)
-    optim_wrapper.pop('constructor', None)
-    optim_wrapper.pop('paramwise_cfg', None)
+    optim_wrapper = dict(optimizer=cfg.optim_wrapper.optimizer)  # the lr; no AMP
     loader = torch.utils.data.DataLoader(
         [dict(inputs=torch.zeros(1))] * iters_per_epoch, batch_size=1)
     runner = Runner(

@@ -212,14 +212,14 @@ class GreenMIM(BaseSelfSupervisor):
         """
         if statistics not in ('unit', 'visible'):
             raise ValueError(f"statistics must be 'unit' or 'visible', got {statistics!r}")
-        plan = self.batch_plan(inputs, data_samples)
-        pred = self.predict_pixels(inputs, plan=plan)  # B, L, p*p*3
+        mask = self.unit_masks(inputs, data_samples)  # B, Hu, Wu on the CPU
+        pred = self.predict_pixels(inputs, mask)  # B, L, p*p*3
         if self.head.norm_pix:
             target = self.head.patchify(inputs)  # B, L, p*p*3
             mean = target.mean(dim=-1, keepdim=True)  # B, L, 1
             var = target.var(dim=-1, keepdim=True)  # B, L, 1
             if statistics == 'visible':
-                visible = (~plan.mask.flatten(1)).to(pred.dtype)[..., None]  # B, L, 1
+                visible = (~mask.flatten(1)).to(pred)[..., None]  # B, L, 1
                 count = visible.sum(dim=1, keepdim=True)  # B, 1, 1
                 mean = (mean * visible).sum(dim=1, keepdim=True) / count
                 var = (var * visible).sum(dim=1, keepdim=True) / count
