@@ -99,9 +99,13 @@ def block(title: str, rows: Rows) -> str:
     return '\n'.join([title] + [f'  {name:<{width}}  {value}' for name, value in rows])
 
 
+ARCH_KEYS = ('embed_dims', 'depths', 'num_heads')  # of an arch given as a dict
+
+
 def _short(value) -> str:
     if isinstance(value, dict):
-        return 'dict(' + ', '.join(f'{k}={v}' for k, v in value.items()) + ')'
+        shown = {k: v for k, v in value.items() if k in ARCH_KEYS} or value
+        return 'dict(' + ', '.join(f'{k}={v}' for k, v in shown.items()) + ')'
     return str(value)
 
 
@@ -133,9 +137,10 @@ def data_row(runner: Runner, dataloader) -> Tuple[str, str]:
     dataset = dataloader.dataset
     device = next(bare_model(runner).parameters()).device
     world = get_world_size()
-    return ('data', f'{type(dataset).__name__}, {len(dataset)} images, '
-                    f'{dataloader.batch_size} per step x {world} '
-                    f'process{"es" if world > 1 else ""} on {device.type}')
+    # mmdet batches with a batch sampler (grouped by aspect ratio): the size is there
+    batch = dataloader.batch_size or getattr(dataloader.batch_sampler, 'batch_size', '?')
+    return ('data', f'{type(dataset).__name__}, {len(dataset)} images, {batch} per '
+                    f'step x {world} process{"es" if world > 1 else ""} on {device.type}')
 
 
 def schedule_row(runner: Runner) -> Tuple[str, str]:
