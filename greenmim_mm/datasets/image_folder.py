@@ -110,7 +110,8 @@ class ImageFolderDataset(CustomDataset):
     def _warn(self, path: str, problem: str) -> None:
         if path not in self._warned:  # one warning per file (per process)
             self._warned.add(path)
-            print_log(f'skipping {path}: {problem}', logger='current', level=logging.WARNING)
+            print_log(f'skipping {path}: {problem}', logger='current',
+                      level=logging.WARNING)
 
     def prepare_data(self, idx: int):
         """The pipeline's result; a file that fails to decode gives None (mmengine's

@@ -12,7 +12,8 @@
   steps in a row raise :class:`NonFiniteLossError`, which stops the run (exit code 3)
   with the weights of the last good step and every checkpoint written before intact.
   The check reads the loss on the host, one synchronisation per step, which mmengine's
-  logging of the loss already costs.
+  logging of the loss already costs. What the skipped step's forward pass changed stays
+  changed (BatchNorm's running statistics; GreenMIM's models have none).
 
 ``tools/train.py`` runs every config with them: ``OptimWrapper`` becomes
 ``SkipNonFiniteOptimWrapper`` and ``AmpOptimWrapper`` ``AnyDeviceAmpOptimWrapper``
@@ -65,8 +66,9 @@ class NonFiniteGuard:
         self.skipped_steps += 1
         self._skipped_in_a_row += 1
         iteration = MessageHub.get_current_instance().get_info('iter', -1) + 1  # 1-based
-        print_log(f'iteration {iteration}: the loss is {loss.detach().float().sum().item()}, '
-                  f'not finite; step skipped ({self.skipped_steps} skipped in this run, '
+        value = loss.detach().float().sum().item()
+        print_log(f'iteration {iteration}: the loss is {value}, not finite; step skipped'
+                  f' ({self.skipped_steps} skipped in this run, '
                   f'{self._skipped_in_a_row} in a row)',
                   logger='current', level=logging.WARNING)
         self._inner_count += 1  # type: ignore  # gradient accumulation stays in step
@@ -107,7 +109,8 @@ def _cpu_grad_scaler(loss_scale: Union[str, float, dict], enabled: bool):
     elif isinstance(loss_scale, dict):
         kwargs = dict(loss_scale)
     else:
-        raise TypeError(f'loss_scale must be a float, a dict or "dynamic", got {loss_scale!r}')
+        raise TypeError('loss_scale must be a float, a dict or "dynamic", got '
+                        f'{loss_scale!r}')
     return torch.amp.GradScaler('cpu', enabled=enabled, **kwargs)
 
 
@@ -135,7 +138,8 @@ class AnyDeviceAmpOptimWrapper(NonFiniteGuard, AmpOptimWrapper):
             OptimWrapper.__init__(self, **kwargs)
             if isinstance(dtype, str):
                 if dtype not in self.valid_dtypes:
-                    raise ValueError(f'dtype must be one of {self.valid_dtypes}, got {dtype!r}')
+                    raise ValueError(f'dtype must be one of {self.valid_dtypes}, got '
+                                     f'{dtype!r}')
                 dtype = getattr(torch, dtype)
             self.cast_dtype = dtype or torch.bfloat16
             self._scale_update_param = (float(loss_scale) if isinstance(

@@ -191,8 +191,33 @@ def _check_type(key: str, old: Any, new: Any) -> None:
                              f'has {old!r}); write a number, e.g. {key}={old!r}')
 
 
+def _registered_names(scope: Optional[str]) -> List[str]:
+    names = set()
+    for root in _registries():
+        registry = _scoped(root, scope)
+        while registry is not None:
+            names.update(registry.module_dict)
+            registry = registry.parent
+    return sorted(names)
+
+
+def _check_type_name(cfg: Config, key: str, value: Any) -> None:
+    """A ``type`` set from the command line names a registered class or function."""
+    if not isinstance(value, str) or list(registered(value, cfg.get('default_scope'))):
+        return
+    close = difflib.get_close_matches(value, _registered_names(cfg.get('default_scope')),
+                                      n=3, cutoff=0.7)
+    fix = (f'did you mean {" or ".join(close)}?' if close else
+           'check the spelling, or import the module that registers it '
+           '(custom_imports)')
+    raise UsageError(f'--cfg-options {key}={value}: nothing is registered as {value!r}; '
+                     f'{fix}')
+
+
 def check_option(cfg: Config, key: str, value: Any) -> None:
     """Raise :class:`UsageError` unless ``--cfg-options key=value`` is safe to merge."""
+    if key.split('.')[-1] == 'type':
+        _check_type_name(cfg, key, value)
     node: Any = cfg
     path: List[str] = []
     for part in key.split('.'):
@@ -216,8 +241,8 @@ def check_option(cfg: Config, key: str, value: Any) -> None:
             raise UsageError(
                 f'--cfg-options key "{key}": the top-level "{part}" is a variable of the '
                 'config file, used when the file was read, so setting it now changes '
-                f'nothing; set the keys that use it (e.g. train_cfg.max_iters), or write '
-                'a config that inherits this one')
+                'nothing; set the keys that use it instead, or write a config that '
+                'inherits this one')
         node, path = node[part], path + [part]
     _check_type(key, node, value)
 
@@ -236,7 +261,9 @@ def _check_new_key(cfg: Config, key: str, path: List[str], node: dict, part: str
     if accepted is None and not close:
         return  # a new key where any key may go, as in mmengine
     where = _where(path, node, cfg)
-    if close:
+    if path == ['optim_wrapper'] and part in ('dtype', 'loss_scale'):
+        fix = 'mixed precision is --amp (or --amp-dtype float16|bfloat16)'
+    elif close:
         fix = f'did you mean {" or ".join(close)}?'
     else:
         names = sorted(k for k in accepted if not k.startswith('_'))  # type: ignore
@@ -247,9 +274,9 @@ def _check_new_key(cfg: Config, key: str, path: List[str], node: dict, part: str
 
 
 def merge_cfg_options(cfg: Config, options: Optional[Dict[str, Any]]) -> None:
-    """Check every ``--cfg-options`` item (:func:`check_option`), then merge them."""
-    if not options:
-        return
-    for key, value in options.items():
+    """Check and merge the ``--cfg-options`` items one by one, in their order (so
+    ``optim_wrapper.type=AmpOptimWrapper optim_wrapper.dtype=bfloat16`` checks the
+    second against the first); the result is mmengine's merge of them all."""
+    for key, value in (options or {}).items():
         check_option(cfg, key, value)
-    cfg.merge_from_dict(options)
+        cfg.merge_from_dict({key: value})

@@ -10,8 +10,10 @@ from .checkpoint import checkpoint_problem
 from .errors import UsageError
 
 
-def require_checkpoint(path: Optional[str], what: str) -> None:
-    """Raise :class:`UsageError` unless ``path`` (if given) is a complete checkpoint file.
+def require_checkpoint(path: Optional[str], what: str,
+                       fix: str = 'give a complete checkpoint file') -> None:
+    """Raise :class:`UsageError` unless ``path`` (if given) is a complete checkpoint file
+    (``fix``: what to do about a broken one).
 
     URLs (``https://``, ``open-mmlab://``, ...) are left to mmengine's loader.
     """
@@ -22,9 +24,7 @@ def require_checkpoint(path: Optional[str], what: str) -> None:
                          'checkpoints into the work dir, e.g. iter_1000.pth)')
     problem = checkpoint_problem(path)
     if problem is not None:
-        raise UsageError(f'{what} {path} is {problem}; give a complete checkpoint (--resume '
-                         'without a file resumes from the newest complete one of the work '
-                         'dir)')
+        raise UsageError(f'{what} {path} is {problem}; {fix}')
 
 
 def _positive_int(value) -> bool:

@@ -18,10 +18,10 @@ explained error too, before its line.
 What counts as a mistake in the input (:func:`explain`): a :class:`UsageError` (raised
 by the tools' checks before anything is written), a checkpoint that does not fit the
 model (:class:`~greenmim_mm.engine.pretrained_init.CheckpointMismatchError`), and a
-``ValueError``/``TypeError``/``KeyError``/``FileNotFoundError`` raised while mmengine
-builds an object from the config (its registry's ``build_from_cfg`` is on the
-traceback: a wrong argument or type name, a missing file). Everything else is a bug
-and keeps its traceback.
+``ValueError``, ``TypeError``, ``KeyError``, ``FileNotFoundError`` or ``AssertionError``
+raised while mmengine builds an object from the config (its registry's
+``build_from_cfg`` is on the traceback: a wrong argument or type name, a missing file).
+Everything else is a bug and keeps its traceback.
 """
 import argparse
 import os
@@ -35,8 +35,9 @@ from mmengine.config import DictAction
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 DEBUG_ENV = 'GREENMIM_DEBUG'
-# raised by constructors given bad arguments (and by the registry for unknown types)
-BUILD_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError)
+# raised by constructors given bad arguments (OpenMMLab's check them with assert) and by
+# the registry for unknown types
+BUILD_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, AssertionError)
 
 
 class UsageError(ValueError):

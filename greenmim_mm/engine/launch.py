@@ -24,13 +24,25 @@ from .config_checks import (check_data_roots, check_schedule, require_checkpoint
                             set_data_root)
 from .errors import ArgumentParser, KeyValueAction, UsageError, add_debug_flag
 
-__all__ = ['UsageError', 'evaluate', 'load_config', 'prepare_test', 'prepare_train', 'train']
+__all__ = ['UsageError', 'evaluate', 'load_config', 'prepare_test', 'prepare_train',
+           'train']
 
 
-def load_config(path: str, cfg_options: Optional[Dict[str, Any]] = None) -> Config:
-    """Read a config and merge ``--cfg-options`` (checked first: no typo of a key, no
-    key nothing reads, no text for a number); then bind ``greenmim_collate`` to the
-    model's backbone (one source of geometry)."""
+def use_safe_components(cfg: Config, amp: bool = False,
+                        amp_dtype: Optional[str] = None) -> None:
+    """mmengine's checkpoint hook and optim wrappers as their safe subclasses here
+    (same arguments): crash-safe checkpoints, non-finite steps skipped, AMP on any
+    device (``amp``/``amp_dtype``: ``--amp``/``--amp-dtype``)."""
+    use_safe_checkpoint_hook(cfg)
+    use_safe_optim_wrapper(cfg, amp, amp_dtype)
+
+
+def load_config(path: str, cfg_options: Optional[Dict[str, Any]] = None,
+                amp: bool = False, amp_dtype: Optional[str] = None) -> Config:
+    """Read a config, run it with :func:`use_safe_components` and merge
+    ``--cfg-options`` (checked first: no typo of a key, no key nothing reads, no text
+    for a number); then bind ``greenmim_collate`` to the model's backbone (one source
+    of geometry)."""
     from ..datasets.collate import bind_collate_backbone
     if not osp.isfile(path):
         raise UsageError(f'config file not found: {path}; '
@@ -40,7 +52,9 @@ def load_config(path: str, cfg_options: Optional[Dict[str, Any]] = None) -> Conf
     except (SyntaxError, NameError, FileNotFoundError) as error:
         raise UsageError(f'cannot read the config {path}: {type(error).__name__}: '
                          f'{error}; fix the file') from error
+    use_safe_components(cfg, amp, amp_dtype)  # first: their own arguments are accepted
     merge_cfg_options(cfg, cfg_options)
+    use_safe_components(cfg, amp, amp_dtype)  # the types --cfg-options may have set
     bind_collate_backbone(cfg)
     return cfg
 
@@ -123,8 +137,6 @@ def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
     cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
     if args.data_root is not None:
         set_data_root(cfg, args.data_root)
-    use_safe_optim_wrapper(cfg, args.amp, args.amp_dtype)
-    use_safe_checkpoint_hook(cfg)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise UsageError('--auto-scale-lr needs auto_scale_lr.base_batch_size in '
@@ -136,7 +148,9 @@ def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
-        require_checkpoint(args.resume, 'checkpoint to resume from')
+        require_checkpoint(args.resume, 'checkpoint to resume from',
+                           '--resume without a file resumes from the newest complete '
+                           'checkpoint of the work dir')
         cfg.resume, cfg.load_from = True, args.resume
     require_checkpoint(cfg.get('load_from'), 'load_from checkpoint')
     check_schedule(cfg)
@@ -160,7 +174,8 @@ def prepare_train(argv: Optional[Sequence[str]] = None) -> Config:
         UsageError: a bad argument, before anything is written.
     """
     args = _parse(train_parser(), argv)
-    cfg = merge_train_args(load_config(args.config, args.cfg_options), args)
+    cfg = merge_train_args(
+        load_config(args.config, args.cfg_options, args.amp, args.amp_dtype), args)
     setup_distributed(cfg, args.launcher)
     return cfg
 
@@ -208,7 +223,6 @@ def merge_test_args(cfg: Config, args: argparse.Namespace) -> Config:
         raise UsageError(f'{args.config} has no test_dataloader to evaluate with; test '
                          'with a fine-tuning config (classification/ or detection/)')
     check_data_roots(cfg, ['test_dataloader'])
-    use_safe_checkpoint_hook(cfg)
     cfg.launcher = args.launcher
     cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
     cfg.load_from = args.checkpoint

@@ -92,7 +92,8 @@ def describe_architecture(shapes: Dict[str, Shape],
 
 def mismatch_message(source: str, module: nn.Module, report: LoadReport,
                      ckpt_shapes: Dict[str, Shape],
-                     allow_hint: str = 'allowed_missing=[regex, ...] in the init_cfg') -> str:
+                     allow_hint: str = 'allowed_missing=[regex, ...] in the init_cfg'
+                     ) -> str:
     """The error text: what does not fit, and which architecture each side is
     (``allow_hint``: where keys that are legitimately missing can be allowed)."""
     lines = [f'{source} does not fit the configured {type(module).__name__}:']

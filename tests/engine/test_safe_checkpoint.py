@@ -16,7 +16,7 @@ import os
 import os.path as osp
 import signal
 import traceback
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import pytest
 import torch
