@@ -101,7 +101,8 @@ class SkipNonFiniteOptimWrapper(NonFiniteGuard, OptimWrapper):
 
 def _cpu_grad_scaler(loss_scale: Union[str, float, dict], enabled: bool):
     """``torch.amp.GradScaler('cpu')`` from mmengine's ``loss_scale`` argument
-    (``'dynamic'``, an initial scale, or the scaler's arguments)."""
+    (``'dynamic'``, an initial scale, or the scaler's arguments, e.g.
+    ``dict(enabled=False)``); ``enabled``: whether the dtype needs scaling at all."""
     if loss_scale == 'dynamic':
         kwargs: Dict = {}
     elif isinstance(loss_scale, (int, float)):
@@ -111,6 +112,7 @@ def _cpu_grad_scaler(loss_scale: Union[str, float, dict], enabled: bool):
     else:
         raise TypeError('loss_scale must be a float, a dict or "dynamic", got '
                         f'{loss_scale!r}')
+    enabled = kwargs.pop('enabled', True) and enabled
     return torch.amp.GradScaler('cpu', enabled=enabled, **kwargs)
 
 

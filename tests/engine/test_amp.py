@@ -26,12 +26,15 @@ def wrapper(kind: str, model: torch.nn.Module, **kwargs):
     return OPTIM_WRAPPERS.build(dict(type=kind, optimizer=optimizer, **kwargs))
 
 
-@pytest.mark.parametrize('dtype, scaled', [('bfloat16', False), ('float16', True)])
-def test_amp_wrapper_autocasts_on_the_cpu(dtype, scaled):
+@pytest.mark.parametrize('dtype, loss_scale, scaled', [
+    ('bfloat16', 'dynamic', False), ('float16', 'dynamic', True),
+    ('bfloat16', dict(enabled=False), False),  # the paper's schedule base
+    ('float16', dict(enabled=False), False), ('float16', 512., True)])
+def test_amp_wrapper_autocasts_on_the_cpu(dtype, loss_scale, scaled):
     """mmengine's AmpOptimWrapper asserts a GPU; this one autocasts on the CPU and
     scales the loss for float16 only (bfloat16 has float32's range)."""
     model = torch.nn.Linear(8, 4)
-    amp = wrapper('AnyDeviceAmpOptimWrapper', model, dtype=dtype)
+    amp = wrapper('AnyDeviceAmpOptimWrapper', model, dtype=dtype, loss_scale=loss_scale)
     before = model.weight.detach().clone()
     with amp.optim_context(model):
         out = model(torch.randn(2, 8))
