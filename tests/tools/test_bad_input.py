@@ -24,6 +24,8 @@ CFG = osp.join(REPO_ROOT, CONFIG)  # for main() run in this process, from elsewh
 GREENMIM_CFG = osp.join(REPO_ROOT, 'tests/tools/configs/tiny_greenmim.py')
 FOLDER_CFG = osp.join(REPO_ROOT,
                       'configs/pretrain/greenmim_swin-demo-w4_1xb16-400it_folder-128px.py')
+DETECT_CFG = osp.join(REPO_ROOT, 'configs/detection/'
+                     'greenmim_mask-rcnn_swin-demo-w4_fpn_1xb4-1500it_shapes-128px.py')
 PRETRAIN_CFG = osp.join(
     REPO_ROOT, 'configs/pretrain/greenmim_swin-demo-w4_1xb16-400it_photos-128px.py')
 
@@ -262,6 +264,7 @@ BAD_INPUTS = [
     (TEST, [CFG, '{cls}', '--show-dir', 'shown'], '--show-dir needs'),
     (TEST, [PRETRAIN_CFG, '{greenmim}'], 'has no test_dataloader'),
     (TEST, [CFG, '{greenmim}'], 'does not fit the configured ImageClassifier'),
+    (TEST, [DETECT_CFG, '{greenmim}'], 'does not fit the configured MaskRCNN'),  # mAP 0
     ('tools/make_demo_coco.py', ['out', '--num-train', '0'], 'must be >= 1, got 0'),
     ('tools/make_demo_coco.py', ['out', '--size', 'big'], "invalid integer value: 'big'"),
     ('tools/model_converters/greenmim_official_to_mm.py', ['{notes}', 'out.pth'],
@@ -276,13 +279,14 @@ BAD_INPUTS = [
 @pytest.mark.parametrize('script, argv, fragment', BAD_INPUTS,
                          ids=[f'{i:02d}-{osp.basename(s)}' for i, (s, _, _) in
                               enumerate(BAD_INPUTS)])
-def test_bad_input_is_one_line(script, argv, fragment, bad_files, image_folder,
+def test_bad_input_is_one_line(script, argv, fragment, bad_files, image_folder, demo_coco,
                                tmp_path, monkeypatch, capfd):
     """Each bad input ends with ``error: <problem>; <fix>`` as the last line of stderr,
     exit code 2 and no traceback; those found before the Runner write nothing."""
     monkeypatch.chdir(tmp_path)  # default work dirs and outputs land here
     monkeypatch.setenv('LOCAL_RANK', '0')  # set by the parsers; restored afterwards
     monkeypatch.setenv('GREENMIM_TINY_CLS_DATA', image_folder)
+    monkeypatch.setenv('GREENMIM_DEMO_COCO', demo_coco['data_root'])
     monkeypatch.delenv('GREENMIM_DEBUG', raising=False)
     code, stderr = run_script(script, [a.format(**bad_files) for a in argv], capfd)
     lines = [line for line in stderr.splitlines() if line.strip()]
