@@ -96,14 +96,6 @@ def test_dist_scripts_end_with_the_workers_error(run_tool, tmp_path, script, arg
         assert result.last_error_line == '======'  # nothing added to a good run
 
 
-def test_train_missing_config(run_tool):
-    """Without --work-dir the default, ./work_dirs/<config name>, is not created."""
-    result = run_tool(['tools/train.py', 'configs/no_such_config.py'])
-    assert_one_line_error(result, 'config file not found: configs/no_such_config.py',
-                          'give the path of a .py file')
-    assert not osp.exists(osp.join(REPO_ROOT, 'work_dirs', 'no_such_config'))
-
-
 def test_missing_checkpoint_leaves_work_dir_for_the_next_run(run_tool, tiny_cls_run,
                                                              tmp_path):
     """A typo in a checkpoint path against a real work dir changes nothing in it, and
