@@ -59,21 +59,28 @@ def tool_module(path: str):
 
 
 def parse_with_tool(tool: str, args: Sequence[str]):
-    """Parse ``args`` with ``tool``'s command line; fail with argparse's message."""
+    """Parse ``args`` with ``tool``'s command line (its parser, or its
+    ``parse_args(argv)``); fail with the parser's message."""
+    from greenmim_mm.engine.errors import UsageError
+
     if tool == 'tools/train.py':
-        parser = train_parser()
+        parse = train_parser().parse_args
     elif tool == 'tools/test.py':
-        parser = evaluation_parser()
+        parse = evaluation_parser().parse_args
     else:
         module = tool_module(tool)
-        if not hasattr(module, 'build_parser'):
-            pytest.fail(f'{tool} has no build_parser(): give it one so that the README '
-                        'test can parse its examples')
-        parser = module.build_parser()
+        if hasattr(module, 'build_parser'):
+            parse = module.build_parser().parse_args
+        elif hasattr(module, 'parse_args'):
+            parse = module.parse_args
+        else:
+            pytest.fail(f'{tool} has neither build_parser() nor parse_args(argv): give it '
+                        'one so that the README test can parse its examples')
     try:
-        return parser.parse_args(list(args))
-    except SystemExit:
-        pytest.fail(f'{tool} does not accept the README\'s arguments {list(args)}')
+        return parse(list(args))
+    except (SystemExit, UsageError) as error:
+        pytest.fail(f'{tool} does not accept the README\'s arguments {list(args)}: '
+                    f'{error}')
 
 
 def check_config_args(namespace) -> None:

@@ -11,18 +11,16 @@ masked | prediction | MAE-style reconstruction | MAE-style + visible units
 (:func:`greenmim_mm.visualization.draw_reconstruction`).
 """
 import argparse
-import sys
 from typing import List, Optional
 
 import greenmim_mm  # noqa: F401  (registers the modules, applies compat fixes)
 from greenmim_mm.datasets.demo import DEMO_PHOTOS
-from greenmim_mm.engine.launch import UsageError
+from greenmim_mm.engine.errors import ArgumentParser, add_debug_flag, run_tool
 from greenmim_mm.visualization import draw_reconstruction
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line (the README test parses its examples with it)."""
-    parser = argparse.ArgumentParser(
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = ArgumentParser(
         description='Draw original | masked | prediction | MAE-style reconstruction | '
         'MAE-style + visible units of one image with a GreenMIM checkpoint.')
     parser.add_argument('config', help='the pretraining config')
@@ -40,17 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         '--size', type=int,
         help='side of the square input in px (default: the backbone img_size)')
-    return parser
+    add_debug_flag(parser)
+    return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    try:
-        out = draw_reconstruction(**vars(build_parser().parse_args(argv)))
-    except UsageError as error:
-        sys.exit(f'error: {error}')
+    args = vars(parse_args(argv))
+    args.pop('debug')
+    out = draw_reconstruction(**args)
     print(f'Saved {out}: original | masked | prediction (visible-unit statistics) | '
           'MAE-style (true unit statistics) | MAE-style + visible units.')
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -12,14 +12,16 @@ stop the conversion with the list of them; DST is written to a temporary file fi
 and renamed, so it is never left half-written.
 """
 import argparse
-import sys
 
+from greenmim_mm.engine.config_checks import require_checkpoint
+from greenmim_mm.engine.errors import (ArgumentParser, UsageError, add_debug_flag,
+                                       run_tool)
 from greenmim_mm.models.convert_official import (MERGE_ORDERS,
                                                  convert_official_checkpoint)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description='Convert a published GreenMIM (Swin) checkpoint to greenmim_mm')
     parser.add_argument('src', help='published checkpoint ({"model": state_dict})')
     parser.add_argument('dst', help='output checkpoint (mmengine format)')
@@ -27,22 +29,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--merge-order', choices=sorted(MERGE_ORDERS), default='greenmim',
         help="layout of patch merging's 4C channels in SRC: 'greenmim' (published "
         "GreenMIM pretraining code, default) or 'swin' (Swin-official / timm)")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> None:
+    """Convert; a missing, unreadable or unconvertible SRC is a :class:`UsageError`
+    (one line from the tool, exit code 2)."""
     args = parse_args(argv)
+    require_checkpoint(args.src, 'checkpoint to convert')
     try:
         read, written = convert_official_checkpoint(args.src, args.dst, args.merge_order)
-    except FileNotFoundError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
-    except ValueError as error:
-        print(f'error: cannot convert {args.src}:\n{error}', file=sys.stderr)
-        return 1
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(f'cannot convert {args.src}: {error}') from error
     print(f'{read} keys of {args.src} -> {written} keys in {args.dst}')
-    return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

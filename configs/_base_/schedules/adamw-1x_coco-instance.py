@@ -32,3 +32,6 @@ param_scheduler = [
     dict(type='FractionOfRun', by_epoch=True, milestones=[8 / 12, 11 / 12],
          scheduler=dict(type='MultiStepLR', gamma=0.1)),
 ]
+
+# SafeCheckpointHook: mmengine's, written crash-safe (greenmim_mm/engine/checkpoint.py)
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
