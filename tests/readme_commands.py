@@ -74,8 +74,8 @@ def parse_with_tool(tool: str, args: Sequence[str]):
         elif hasattr(module, 'parse_args'):
             parse = module.parse_args
         else:
-            pytest.fail(f'{tool} has neither build_parser() nor parse_args(argv): give it '
-                        'one so that the README test can parse its examples')
+            pytest.fail(f'{tool} has neither build_parser() nor parse_args(argv): '
+                        'give it one so that the README test can parse its examples')
     try:
         return parse(list(args))
     except (SystemExit, UsageError) as error:

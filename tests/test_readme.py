@@ -23,8 +23,8 @@ def test_every_code_block_says_its_language():
         assert language, f'a README code block has no language:\n{body[:200]}'
     assert len(readme_commands()) >= 10
     outside = re.sub(r'^```.*?^```', '', text, flags=re.M | re.S)
-    indented = re.findall(r'^(?: {4}|\t)+(?:\.venv/|tools/|make |python |bash ).*', outside,
-                          flags=re.M)
+    indented = re.findall(r'^(?: {4}|\t)+(?:\.venv/|tools/|make |python |bash ).*',
+                          outside, flags=re.M)
     assert not indented, f'commands outside fenced shell blocks: {indented}'
 
 
@@ -39,10 +39,10 @@ def test_paths_named_in_the_text_exist():
     """Every ``configs/...py`` and ``tools/...`` path the README names exists, and every
     `make TARGET` it mentions is a target."""
     text = readme_text()
-    for path in set(re.findall(r'\b((?<![\w/])(?:configs|tools|docs)/[\w./{},-]+\.(?:py|sh|md|png))',
-                               text)):
+    named = r'(?<![\w/])((?:configs|tools|docs)/[\w./{},-]+\.(?:py|sh|md|png))'
+    for path in set(re.findall(named, text)):
         for expanded in expand_braces(path):
-            assert osp.isfile(osp.join(REPO, expanded)), f'README names missing {expanded}'
+            assert osp.isfile(osp.join(REPO, expanded)), f'no {expanded} (README names it)'
     for target in set(re.findall(r'`make ([\w-]+)`', text)):
         check_make(['make', target])
 

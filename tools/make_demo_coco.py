@@ -55,8 +55,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     for split in ('train', 'val'):
         with open(paths[f'{split}_ann']) as f:
             annotations = json.load(f)
+        folder = paths[f'{split}_img_dir']
         print(f'{split}: {len(annotations["images"])} images, '
-              f'{len(annotations["annotations"])} shapes in {paths[f"{split}_img_dir"]}/, '
+              f'{len(annotations["annotations"])} shapes in {folder}/, '
               f'annotations {paths[f"{split}_ann"]}')
 
 

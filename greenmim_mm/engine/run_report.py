@@ -17,7 +17,7 @@ import os.path as osp
 import re
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from mmengine.dist import get_world_size, is_main_process
 from mmengine.hooks import Hook

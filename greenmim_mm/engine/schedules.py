@@ -113,6 +113,7 @@ def resolved_schedule(cfg: Config) -> List[dict]:
             resolved.append(dict(scheduler))
             continue
         args = {key: value for key, value in scheduler.items() if key != 'type'}
-        length = cfg.train_cfg['max_epochs' if args.get('by_epoch', True) else 'max_iters']
+        unit = 'max_epochs' if args.get('by_epoch', True) else 'max_iters'
+        length = cfg.train_cfg[unit]
         resolved.append(wrapped_config(length=length, **args))
     return resolved

@@ -64,7 +64,8 @@ def expected_python() -> str:
 
 def test_header_and_final_block(report_run):
     output, work_dir = report_run
-    for line in ('Training:', 'config ', 'model       GreenMIM', '  backbone  GreenMIMSwin',
+    for line in ('Training:', 'config ', 'model       GreenMIM',
+                 '  backbone  GreenMIMSwin',
                  'GreenMIMDemoDataset, 4 images, 2 per step x 1 process on cpu',
                  'schedule    2 iterations', 'Iter(train) [2/2]', 'Done: 2 iterations',
                  'loss ', 'at the first)'):

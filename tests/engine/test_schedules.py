@@ -17,8 +17,9 @@ from greenmim_mm.engine.schedules import resolved_schedule, steps_of_fractions
 REPO = osp.join(osp.dirname(__file__), '..', '..')
 DEMO = osp.join(REPO, 'configs', 'pretrain',
                 'greenmim_swin-demo-w4_1xb16-400it_photos-128px.py')
-DETECTION_DEMO = osp.join(REPO, 'configs', 'detection',
-                          'greenmim_mask-rcnn_swin-demo-w4_fpn_1xb4-1500it_shapes-128px.py')
+DETECTION_DEMO = osp.join(
+    REPO, 'configs', 'detection',
+    'greenmim_mask-rcnn_swin-demo-w4_fpn_1xb4-1500it_shapes-128px.py')
 PRETRAIN = osp.join(REPO, 'configs', 'pretrain',
                     'greenmim_swin-base-w7_8xb256-amp-coslr-800e_in1k.py')
 

@@ -211,7 +211,8 @@ class GreenMIM(BaseSelfSupervisor):
         Without ``norm_pix`` the prediction already is in the space of ``inputs``.
         """
         if statistics not in ('unit', 'visible'):
-            raise ValueError(f"statistics must be 'unit' or 'visible', got {statistics!r}")
+            raise ValueError(
+                f"statistics must be 'unit' or 'visible', got {statistics!r}")
         mask = self.unit_masks(inputs, data_samples)  # B, Hu, Wu on the CPU
         pred = self.predict_pixels(inputs, mask)  # B, L, p*p*3
         if self.head.norm_pix:
