@@ -30,9 +30,11 @@ def steps_of_fractions(length: int, start: float, stop: float,
                        milestones: Optional[Sequence[float]] = None) -> dict:
     """``begin``, ``end`` (and ``milestones``) in steps of a run of ``length`` steps.
 
-    ``begin = round(start * length)``, ``end = round(stop * length)`` (at least one
-    step after ``begin``); milestones are fractions of the whole run, returned in steps
-    counted from ``begin`` (as mmengine's ``MultiStepLR`` counts them).
+    A fraction ``f`` is the step ``round(f * length)``, but at least step 1 when
+    ``f > 0``, so that in a very short run a warm-up keeps one step and the scheduler
+    after it starts where it ends; ``end`` is at least one step after ``begin``.
+    Milestones are fractions of the whole run, returned in steps counted from ``begin``
+    (as mmengine's ``MultiStepLR`` counts them).
 
     Raises:
         ValueError: fractions outside ``0 <= start < stop <= 1`` or a bad length.
@@ -44,8 +46,11 @@ def steps_of_fractions(length: int, start: float, stop: float,
         raise ValueError(f'FractionOfRun got a run of {length!r} steps: leave `end` out '
                          "of its config, mmengine's Runner sets it to max_iters "
                          '(max_epochs with by_epoch=True).')
-    begin = round(start * length)
-    steps = dict(begin=begin, end=max(begin + 1, round(stop * length)))
+    def step(fraction: float) -> int:
+        return 0 if fraction == 0 else max(1, round(fraction * length))
+
+    begin = step(start)
+    steps = dict(begin=begin, end=max(begin + 1, step(stop)))
     if milestones is not None:
         steps['milestones'] = [round(m * length) - begin for m in milestones]
     return steps

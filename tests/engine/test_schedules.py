@@ -115,7 +115,9 @@ def test_coco_milestones_follow_max_epochs():
 def test_steps_of_fractions():
     assert steps_of_fractions(400, 0.0, 0.1) == dict(begin=0, end=40)
     assert steps_of_fractions(7, 0.1, 0.2) == dict(begin=1, end=2)
-    assert steps_of_fractions(3, 0.0, 0.1) == dict(begin=0, end=1)  # never empty
+    # a 4-iteration run of the detection demo: one warm-up step, cosine after it
+    assert steps_of_fractions(4, 0.0, 100 / 1500) == dict(begin=0, end=1)
+    assert steps_of_fractions(4, 100 / 1500, 1.0) == dict(begin=1, end=4)
     assert steps_of_fractions(24, 0.0, 1.0, milestones=[8 / 12, 11 / 12]) == dict(
         begin=0, end=24, milestones=[16, 22])
     with pytest.raises(ValueError, match='0 <= start < stop <= 1'):
