@@ -6,7 +6,7 @@ mmengine's ``Runner`` sends every record of its logger both to the terminal and 
 not read during a run (:data:`FILE_ONLY`: environment, config dump, hook table, one
 line per parameter with its own optimizer settings) and the deprecation warnings of
 third-party code that nobody running the tools can act on (:data:`THIRD_PARTY_NOISE`,
-and the Python warnings of :data:`IMPORT_WARNINGS`). ``--verbose`` (config key
+and the Python warnings of :data:`PYTHON_WARNINGS`). ``--verbose`` (config key
 ``console_log = 'full'``) keeps mmengine's full terminal. What the tools print instead
 (a header and a final block) is :mod:`greenmim_mm.engine.run_report`.
 
@@ -17,11 +17,16 @@ import logging
 import warnings
 from typing import List, Tuple
 
-# Python warnings raised while importing the pinned stack: (message regex, reason).
-IMPORT_WARNINGS: Tuple[Tuple[str, str], ...] = (
-    ('pkg_resources is deprecated as an API',
+# Python warnings of the pinned stack nobody running the tools can act on:
+# (category, message regex, reason).
+PYTHON_WARNINGS: Tuple[Tuple[type, str, str], ...] = (
+    (UserWarning, 'pkg_resources is deprecated as an API',
      'mmengine 0.10.7 and mmcv 2.1.0 import pkg_resources; setuptools is already pinned '
      '< 81 (requirements/constraints.txt), which is what the warning asks for'),
+    (FutureWarning, '`broadcast_buffers` is deprecated',
+     "torch >= 2.14 on mmengine's DDP wrapper, which gets broadcast_buffers=False for "
+     'CPU runs (launch.setup_distributed, as mmengine does on GPUs); its replacement '
+     'forward_sync_buffers does not mean the same'),
 )
 
 # Log records kept off the terminal (still in the log file): (message start, reason).
@@ -50,9 +55,9 @@ QUIET, FULL = 'quiet', 'full'  # values of the config key ``console_log``
 
 
 def quiet_third_party_warnings() -> None:
-    """Ignore the Python warnings of :data:`IMPORT_WARNINGS` (nothing else)."""
-    for message, _reason in IMPORT_WARNINGS:
-        warnings.filterwarnings('ignore', message=message, category=UserWarning)
+    """Ignore the Python warnings of :data:`PYTHON_WARNINGS` (nothing else)."""
+    for category, message, _reason in PYTHON_WARNINGS:
+        warnings.filterwarnings('ignore', message=message, category=category)
 
 
 quiet_third_party_warnings()  # on import: before mmengine is imported

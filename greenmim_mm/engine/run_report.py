@@ -218,8 +218,9 @@ def train_summary(runner: Runner, seconds: float) -> str:
     rows: Rows = []
     losses = runner.message_hub.log_scalars.get('train/loss')
     if losses is not None and len(losses.data[0]):
-        window = runner.log_processor.window_size
-        window = window if isinstance(window, int) else len(losses.data[0])
+        count = len(losses.data[0])  # the iterations of this run (and a resumed one's)
+        window = runner.log_processor.window_size  # what the progress lines average
+        window = min(window, count) if isinstance(window, int) else count
         rows.append(('loss', f'{losses.mean(window):.4f} (mean of the last {window} '
                              f'iterations; {losses.data[0][0]:.4f} at the first)'))
     val = {key[len('val/'):]: buffer.current()

@@ -13,8 +13,8 @@ import pytest
 from helpers import run_log
 from readme_commands import REPO, check_command
 
-from greenmim_mm.engine.console import (FILE_ONLY, THIRD_PARTY_NOISE, ConsoleFilter,
-                                        quiet_third_party_warnings)
+from greenmim_mm.engine.console import (FILE_ONLY, PYTHON_WARNINGS, THIRD_PARTY_NOISE,
+                                        ConsoleFilter, quiet_third_party_warnings)
 from greenmim_mm.engine.launch import prepare_train, train
 
 TINY = osp.join(REPO, 'tests', 'tools', 'configs', 'tiny_greenmim.py')
@@ -118,7 +118,9 @@ def test_only_the_listed_python_warnings_are_filtered():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         quiet_third_party_warnings()
-        warnings.warn('pkg_resources is deprecated as an API. See https://...',
-                      UserWarning)
+        for category, message, _ in PYTHON_WARNINGS:
+            warnings.warn(message + ' and the rest', category)
         warnings.warn('something else', UserWarning)
-    assert [str(w.message) for w in caught] == ['something else']
+        warnings.warn('`broadcast_buffers` is deprecated', UserWarning)  # other class
+    assert [str(w.message) for w in caught] == ['something else',
+                                                '`broadcast_buffers` is deprecated']
