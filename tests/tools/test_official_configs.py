@@ -15,12 +15,14 @@ import os.path as osp
 import pytest
 import torch
 from config_files import config_files, is_alias
-from converted_models import build_pretrain_model, mmpretrain_arch
+from converted_models import build_pretrain_model, mmpretrain_arch, pretrain_config
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmpretrain.models.backbones.twins import LSAEncoderLayer
+from mmpretrain.registry import MODELS
 from official_models import (SWIN_B, SWIN_L_W14, TWINS_L, PublishedSwin,
                              published_swin_state_dict, published_twins_state_dict)
+from test_downstream_configs import shapes_only
 from torch import nn
 
 from greenmim_mm.models.official import (convert_official_checkpoint,
@@ -81,6 +83,17 @@ def test_pretraining_config_is_the_published_model(name):
                     assert layer.attn.sr_ratio == published.sr_ratios[k]
 
 
+def test_released_swin_b_w14_fits_the_swin_l_w14_config_with_arch_base():
+    """The README's recipe for the third released checkpoint (no config of its own)."""
+    cfg = pretrain_config('swin-large-w14', None)
+    cfg.merge_from_dict({'model.backbone.arch': 'base', 'model.neck.embed_dim': 1024})
+    with DefaultScope.overwrite_default_scope('mmpretrain'), shapes_only():
+        model = MODELS.build(cfg.model).to('meta')
+    published = dataclasses.replace(SWIN_B, window_size=14)
+    model.load_state_dict(convert_official_state_dict(
+        published_swin_state_dict(published, device='meta')), strict=True)
+
+
 DOWNSTREAM = [p for p in config_files('classification') + config_files('detection')
               if not is_alias(p) and published_name(p)]
 
@@ -106,11 +119,11 @@ def test_converted_checkpoint_fine_tunes(path, tmp_path):
     backbone_cfg.arch = mmpretrain_arch(published)
     backbone_cfg.init_cfg.checkpoint = dst
     if cfg.default_scope == 'mmdet':
-        from mmdet.registry import MODELS
+        from mmdet.registry import MODELS as registry
     else:
-        from mmpretrain.registry import MODELS
+        registry = MODELS
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        backbone = MODELS.build(backbone_cfg)
+        backbone = registry.build(backbone_cfg)
         backbone.init_weights()  # raises CheckpointMismatchError unless it fits
 
     loaded = backbone.state_dict()
