@@ -125,7 +125,7 @@ def test_missing_and_extra_keys_are_listed(official):
     assert str(info.value) == (
         'not a published GreenMIM Twins checkpoint as read from its keys (4 stages of '
         'depths [2, 2, 2, 2], GSA sub-sampling in stages [0, 1, 2], 1 decoder block(s)): '
-        '1 unknown keys: encoder.pos_embeds.0; 1 missing keys: '
+        '1 unknown key: encoder.pos_embeds.0; 1 missing key: '
         'encoder.blocks.1.1.attn.sr.weight')
 
 

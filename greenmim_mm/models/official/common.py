@@ -65,6 +65,11 @@ class KeyMap:
         for param in params:
             target[f'{src}.{param}'] = None if dst is None else f'{dst}.{param}'
 
+    @property
+    def renames(self) -> Dict[str, Optional[str]]:
+        """Every official key, required or optional, with its new name."""
+        return {**self.required, **self.optional}
+
     def check(self, keys: Iterable[str], family: str) -> None:
         """Raise one line naming every unknown and every missing key."""
         keys = list(keys)
@@ -74,12 +79,17 @@ class KeyMap:
         if unknown or missing:
             found = []
             if unknown:
-                found.append(f'{len(unknown)} unknown keys: {list_keys(unknown)}')
+                found.append(f'{plural(len(unknown), "unknown key")}: {list_keys(unknown)}')
             if missing:
-                found.append(f'{len(missing)} missing keys: {list_keys(missing)}')
+                found.append(f'{plural(len(missing), "missing key")}: {list_keys(missing)}')
             raise OfficialCheckpointError(
                 f'not a published GreenMIM {family} checkpoint as read from its keys '
                 f'({self.structure}): ' + '; '.join(found))
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 missing key``, ``2 missing keys``."""
+    return f'{count} {noun}' + ('' if count == 1 else 's')
 
 
 def list_keys(keys: Iterable[str], limit: int = 8) -> str:
@@ -178,7 +188,7 @@ def convert_decoder(official: Mapping[str, Tensor], key_map: KeyMap, encoder_wid
         raise OfficialCheckpointError('the decoder does not fit the encoder: '
                                       + '; '.join(problems))
     _check_pos_embed(official['decoder_pos_embed'], dims)
-    for key, new_key in {**key_map.required, **key_map.optional}.items():
+    for key, new_key in key_map.renames.items():
         if new_key is not None and new_key.startswith('neck.') and key in official:
             out[new_key] = official[key]
     if 'decoder_embed.weight' not in official:  # the 2022 wrapper's nn.Identity

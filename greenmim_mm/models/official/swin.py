@@ -182,7 +182,7 @@ def convert_swin(official: Mapping[str, Tensor], key_map: KeyMap,
     """The ``backbone.*`` entries of a published Swin state dict (keys checked)."""
     layout = canonical_merge_layout(layout)
     converted: Dict[str, Tensor] = {}
-    for key, new_key in {**key_map.required, **key_map.optional}.items():
+    for key, new_key in key_map.renames.items():
         if new_key is None or not new_key.startswith('backbone.') or key not in official:
             continue
         value = official[key]

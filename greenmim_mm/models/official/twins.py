@@ -113,7 +113,7 @@ def fold_peg_identity(key: str, weight: Tensor) -> Tensor:
 def convert_twins(official: Mapping[str, Tensor], key_map: KeyMap) -> Dict[str, Tensor]:
     """The ``backbone.*`` entries of a published Twins state dict (keys checked)."""
     converted: Dict[str, Tensor] = {}
-    for key, new_key in {**key_map.required, **key_map.optional}.items():
+    for key, new_key in key_map.renames.items():
         if new_key is None or not new_key.startswith('backbone.') or key not in official:
             continue
         value = official[key]
