@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--compile-backend', default='inductor',
                         help="torch.compile backend (default: inductor; 'eager' only "
                         'traces)')
+    parser.add_argument('--compile-mode', default=None,
+                        choices=['default', 'reduce-overhead', 'max-autotune'],
+                        help="torch.compile mode ('reduce-overhead': CUDA graphs, which "
+                        'the static shapes of the visible path allow)')
     parser.add_argument('--attn-backend', choices=['sdpa', 'flex'], nargs='+',
                         default=['sdpa'], help="GreenMIM's group attention backend; "
                         'several: one GreenMIM model each, side by side')
@@ -105,6 +109,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def step_options(args: argparse.Namespace) -> StepOptions:
     return StepOptions(device=args.device, amp=args.amp, amp_dtype=args.amp_dtype,
                        compile=args.compile, compile_backend=args.compile_backend,
+                       compile_mode=args.compile_mode,
                        fused_adamw=args.fused_adamw, threads=args.threads,
                        seed=args.seed)
 

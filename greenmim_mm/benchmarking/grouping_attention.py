@@ -111,7 +111,8 @@ def grouping_table(batch: int = 128, image: int = 224, window: int = 7,
              'with the mask). waste = padded slots / visible tokens. published = '
              'g = min(ws^2, max w) and repeated max-fill knapsack per sample; '
              'pad-to-max = every window padded to the largest count.')
-    return dict(title='Optimal grouping (Algorithm 1)', header=header, rows=rows,
+    return dict(title='Grouping plan: static (the training step) vs Algorithm 1',
+                header=header, rows=rows,
                 notes=notes)
 
 

@@ -29,6 +29,7 @@ class StepOptions:
     amp_dtype: str = 'bfloat16'
     compile: bool = False  # torch.compile(model.train_step), as mmengine's compile=True
     compile_backend: str = 'inductor'
+    compile_mode: Optional[str] = None  # e.g. 'reduce-overhead': CUDA graphs
     fused_adamw: bool = False
     threads: Optional[int] = None
     seed: int = 0
@@ -128,7 +129,8 @@ class TrainStep:
         # dynamic=False: the models of a comparison share code (train_step, the
         # blocks), and dynamo's automatic dynamic shapes would otherwise recompile the
         # second model with symbolic shapes (minutes of sympy for GreenMIM's indices).
-        self.compile_options = (dict(backend=options.compile_backend, dynamic=False)
+        self.compile_options = (dict(backend=options.compile_backend, dynamic=False,
+                                     mode=options.compile_mode)
                                 if options.compile else None)
 
     def compile(self) -> None:

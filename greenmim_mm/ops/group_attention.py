@@ -114,7 +114,12 @@ def _check_inputs(x: Tensor, plan: WindowGroupPlan, qkv: nn.Linear, num_heads: i
     if not 0.0 <= attn_drop < 1.0:
         raise ValueError(f'attn_drop must lie in [0, 1), got {attn_drop}.')
     if backend == 'flex' and attn_drop > 0:
-        raise ValueError("attn_drop > 0 is not supported by backend='flex'.")
+        raise ValueError("attn_drop > 0 is not supported by backend='flex': use "
+                         "attn_backend='sdpa' with attention dropout.")
+    if (backend == 'flex' and x.device.type == 'cpu' and x.requires_grad
+            and torch.is_grad_enabled()):
+        raise ValueError("backend='flex' cannot train on the CPU (FlexAttention has no "
+                         "CPU backward): use attn_backend='sdpa' there; flex is for CUDA.")
 
 
 # ----------------------------------------------------------------------------------

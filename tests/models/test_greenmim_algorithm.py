@@ -198,6 +198,8 @@ def test_paper_configs_are_consistent(name, arch):
     assert optimizer.lr == pytest.approx(1.5e-4 * batch / 256)
     assert optimizer.betas == (0.9, 0.95) and optimizer.weight_decay == 0.05
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.dtype == 'bfloat16'  # no fp16 NaNs, no loss scaling
+    assert cfg.optim_wrapper.loss_scale == dict(enabled=False)
     assert cfg.train_cfg.max_epochs == 800
     assert [s.end for s in cfg.param_scheduler] == [40, 800]
 

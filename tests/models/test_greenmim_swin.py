@@ -15,7 +15,6 @@ from equivalence import build_swin as build
 from helpers import gather_at, layout_coords, random_masks, visible_layout_tokens
 from mmpretrain.models.backbones import SwinTransformer
 
-import greenmim_mm.ops.visible_plan as visible_plan
 from greenmim_mm.models.backbones import GreenMIMSwinTransformer
 from greenmim_mm.models.backbones.layers import swin as visible_layers
 from greenmim_mm.models.backbones.layers.swin import visible_patch_merging
@@ -130,24 +129,6 @@ def test_with_cp_equals_plain(monkeypatch):
     for (name, param), param_cp in zip(model.named_parameters(), model_cp.parameters()):
         torch.testing.assert_close(param_cp.grad, param.grad, rtol=1e-5, atol=1e-6,
                                    msg=lambda m: f'{name}: {m}')
-
-
-def test_plans_made_once_per_stage_and_shift(monkeypatch):
-    calls = []
-    plan = visible_plan.plan_window_groups
-
-    def counting_plan(coords, hw, window_size, shift, **kwargs):
-        assert coords.device.type == 'cpu'
-        calls.append((tuple(hw), window_size, shift))
-        return plan(coords, hw, window_size, shift, **kwargs)
-
-    monkeypatch.setattr(visible_plan, 'plan_window_groups', counting_plan)
-    model = build(window_size=4, arch=dict(embed_dims=32, depths=[4, 2, 2, 3],
-                                           num_heads=[2, 2, 4, 4]))
-    model(torch.randn(2, 3, 128, 128), random_masks(2, (4, 4), 4))
-    # Stage 3 is one window (4x4 == ws): its shifted blocks do not shift.
-    assert calls == [((32, 32), 4, 0), ((32, 32), 4, 2), ((16, 16), 4, 0),
-                     ((16, 16), 4, 2), ((8, 8), 4, 0), ((8, 8), 4, 2), ((4, 4), 4, 0)]
 
 
 # --------------------------------------------------------------------------------

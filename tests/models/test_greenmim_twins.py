@@ -17,7 +17,6 @@ from mmengine.config import Config
 from mmpretrain.models.backbones import SVT
 from mmpretrain.registry import MODELS
 
-import greenmim_mm.ops.visible_plan as visible_plan
 from greenmim_mm.models.backbones import GreenMIMSVT
 from greenmim_mm.ops import _spconv_backend
 from twins_reference import masked_dense_forward
@@ -98,21 +97,6 @@ def test_last_stage_tokens_are_the_visible_units():
     assert out.shape == (2, 5, 64)
     dense = masked_dense_forward(model, img, mask)[0]  # B, 4, 4, C
     torch.testing.assert_close(out, dense[~mask].view(2, 5, 64), **TOL)
-
-
-def test_one_plan_per_stage(monkeypatch):
-    calls = []
-    plan = visible_plan.plan_window_groups
-
-    def counting_plan(coords, hw, window_size, shift, **kwargs):
-        assert coords.device.type == 'cpu'
-        calls.append((tuple(hw), window_size, shift))
-        return plan(coords, hw, window_size, shift, **kwargs)
-
-    monkeypatch.setattr(visible_plan, 'plan_window_groups', counting_plan)
-    model = build(arch=tiny_arch(4, depths=[4, 2, 1, 3]))
-    model(torch.randn(2, 3, 128, 128), random_masks(2, (4, 4), 4))
-    assert calls == [((32, 32), 4, 0), ((16, 16), 4, 0), ((8, 8), 4, 0), ((4, 4), 4, 0)]
 
 
 # --------------------------------------------------------------------------------

@@ -37,6 +37,32 @@ def build(family: str, **kwargs):
     return BUILDERS[family](**WINDOW_4[family], **kwargs)
 
 
+@pytest.mark.parametrize('family,kwargs,windows', [
+    # Swin: both shifts at stages 0-2; stage 3 is one 4x4 window, its blocks do not shift
+    ('swin', dict(arch=dict(SWIN_TINY, depths=[4, 2, 2, 3])),
+     [[(4, 0), (4, 2)]] * 3 + [[(4, 0)]]),
+    # Twins: locally-grouped attention never shifts
+    ('twins', dict(arch=twins_tiny_arch(4, depths=[4, 2, 1, 3])), [[(4, 0)]] * 4)])
+def test_one_plan_per_stage_window_and_shift(family, kwargs, windows, monkeypatch):
+    """A forward plans once per (stage, window, effective shift), on the CPU, and its
+    blocks share that plan."""
+    import greenmim_mm.ops.visible_plan as visible_plan
+    calls = []
+    plan_window_groups = visible_plan.plan_window_groups
+
+    def counting(coords, hw, window_size, shift, **kwargs):
+        assert coords.device.type == 'cpu'
+        calls.append((window_size, shift))
+        return plan_window_groups(coords, hw, window_size, shift, **kwargs)
+
+    monkeypatch.setattr(visible_plan, 'plan_window_groups', counting)
+    model = build(family, **kwargs)
+    img, mask = torch.randn(2, 3, 128, 128), random_masks(2, (4, 4), 4)
+    plan = model.visible_plan(img, mask)
+    assert [list(stage.attention) for stage in plan.stages] == windows
+    assert calls == [key for stage in windows for key in stage]
+
+
 # --------------------------------------------------------------------------------
 # Equivalence in eval and train mode
 # --------------------------------------------------------------------------------
@@ -151,6 +177,9 @@ def test_flex_backend_forward_on_cpu(family):
     with torch.no_grad():
         for out, ref in zip(flex(img, mask), model(img, mask)):
             torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot train on the CPU .* use "
+                       "attn_backend='sdpa' there"):
+        flex(img, mask)  # with autograd: a training forward
 
 
 # --------------------------------------------------------------------------------

@@ -200,7 +200,7 @@ class GreenMIM(BaseSelfSupervisor):
         input image to bring the prediction back to pixels, so the picture shows the
         structure the model predicts, with the true brightness and contrast per unit.
         """
-        pred = self.predict_pixels(inputs, plan=self.batch_plan(inputs, data_samples))
+        pred = self.predict_pixels(inputs, self.unit_masks(inputs, data_samples))
         if self.head.norm_pix:
             target = self.head.patchify(inputs)  # B, L, p*p*3
             mean = target.mean(dim=-1, keepdim=True)
