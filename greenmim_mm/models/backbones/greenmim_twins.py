@@ -65,6 +65,16 @@ from .layers.twins import (block_conv, conv_geometry_problem, embed_visible_unit
                            visible_gsa_layer, visible_lsa_layer, visible_peg)
 
 
+def set_patch_norms(backbone: SVT, norm_cfg: Optional[dict]) -> None:
+    """Rebuild the norm of every patch embedding of ``backbone`` from ``norm_cfg``
+    (mmpretrain's ``PCPVT`` hard-codes ``dict(type='LN')``, eps 1e-5, there); None keeps
+    them. The parameters keep their names and shapes."""
+    if norm_cfg is None:
+        return
+    for embed in backbone.patch_embeds:
+        embed.norm = build_norm_layer(norm_cfg, embed.projection.out_channels)[1]
+
+
 @MODELS.register_module()
 class GreenMIMSVT(VisibleBackboneMixin, SVT):
     """Twins-SVT (ALTGVT) with a visible-only forward for masked image modeling.
@@ -105,10 +115,7 @@ class GreenMIMSVT(VisibleBackboneMixin, SVT):
                  conv_backend: str = 'gather', patch_norm_cfg: Optional[dict] = None,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if patch_norm_cfg is not None:
-            for embed in self.patch_embeds:
-                embed.norm = build_norm_layer(patch_norm_cfg,
-                                              embed.projection.out_channels)[1]
+        set_patch_norms(self, patch_norm_cfg)
         self.init_visible(mask_unit, math.prod(self.strides), attn_backend,
                           f'the product of the arch strides {list(self.strides)}')
         for i, (unit, sr_ratio) in enumerate(zip(self.unit_tokens(), self.sr_ratios)):
