@@ -292,23 +292,48 @@ def test_file_conversion_writes_an_mmengine_checkpoint(official, tmp_path):
     assert sorted(p.name for p in dst.parent.iterdir()) == ['converted.pth']
 
 
+TINY_CONFIG = osp.join(REPO_ROOT, 'tests', 'tools', 'configs', 'tiny_greenmim.py')
+TINY_CONFIG_MODEL = PublishedSwin(  # the model of TINY_CONFIG in the published names
+    img_size=64, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2), window_size=2,
+    decoder_embed_dim=32, decoder_num_heads=2)
+
+
 def test_load_from_starts_pretraining_from_the_converted_weights(tmp_path, capsys):
     """``tools/train.py CONFIG --cfg-options load_from=DST`` (in this process): the
     Runner loads every key (mmengine prints any mismatch) and trains on."""
-    published = PublishedSwin(img_size=64, embed_dim=16, depths=(2, 2, 2, 2),
-                              num_heads=(1, 1, 2, 2), window_size=2,
-                              decoder_embed_dim=32, decoder_num_heads=2)
-    src = save_published(tmp_path / 'src.pth', published_swin_state_dict(published))
+    src = save_published(tmp_path / 'src.pth', published_swin_state_dict(TINY_CONFIG_MODEL))
     dst = str(tmp_path / 'converted.pth')
-    convert_official_checkpoint(src, dst)
+    convert_official_checkpoint(src, dst, config=TINY_CONFIG)
     work_dir = tmp_path / 'work'
-    cfg = prepare_train([osp.join(REPO_ROOT, 'tests/tools/configs/tiny_greenmim.py'),
-                         '--work-dir', str(work_dir), '--cfg-options', f'load_from={dst}'])
+    cfg = prepare_train([TINY_CONFIG, '--work-dir', str(work_dir),
+                         '--cfg-options', f'load_from={dst}'])
     train(cfg)
     output = capsys.readouterr()
     assert f'Load checkpoint from {dst}' in next(work_dir.glob('*/*.log')).read_text()
     assert 'do not match exactly' not in output.out + output.err
     assert (work_dir / 'iter_2.pth').exists()
+
+
+@pytest.mark.parametrize('change, expected', [
+    (dict(decoder_embed_dim=64, decoder_num_heads=4),
+     'shape mismatches (converted vs configured): neck.decoder_blocks.0.attn.proj.bias '
+     '(64,) vs (32,)'),
+    (dict(decoder_depth=2), '12 unexpected keys: neck.decoder_blocks.1.* (12 keys)'),
+    (dict(depths=(2, 2, 1, 2)), '14 missing keys: backbone.stages.2.blocks.1.* (14 keys)'),
+])
+def test_config_check_names_what_does_not_fit_and_writes_nothing(tmp_path, change,
+                                                                 expected):
+    """``--config``: a checkpoint that converts but does not fit the config (which
+    ``load_from`` would only warn about) stops before DST is written."""
+    published = dataclasses.replace(TINY_CONFIG_MODEL, **change)
+    src = save_published(tmp_path / 'src.pth', published_swin_state_dict(published))
+    dst = tmp_path / 'converted.pth'
+    with pytest.raises(OfficialCheckpointError) as info:
+        convert_official_checkpoint(src, str(dst), config=TINY_CONFIG)
+    message = str(info.value)
+    assert message.startswith(f'the converted checkpoint does not fit the model of '
+                              f'{TINY_CONFIG}: ') and expected in message, message
+    assert not dst.exists()
 
 
 def write_bytes(path, data: bytes) -> str:
@@ -395,6 +420,9 @@ def test_tool_prints_the_family_and_the_layout_it_applied(official, tmp_path, ca
     assert "patch merging: layout 'greenmim-2022' applied (row-first 2x2 concat" in out
     assert tool.main([src, str(tmp_path / 'b.pth'), '--merge-order', 'greenmim-2023']) == 0
     assert "layout 'greenmim-2023' applied (Swin's column-first" in capsys.readouterr().out
+    tiny = save_published(tmp_path / 'tiny.pth', published_swin_state_dict(TINY_CONFIG_MODEL))
+    assert tool.main([tiny, str(tmp_path / 'c.pth'), '--config', TINY_CONFIG]) == 0
+    assert f'fits the model of {TINY_CONFIG} (every key and shape)' in capsys.readouterr().out
 
 
 def test_tool_error_is_one_line_with_status_2(tmp_path, capsys):

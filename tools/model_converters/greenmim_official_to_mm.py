@@ -1,6 +1,7 @@
 """Convert a checkpoint of the published GreenMIM code to this project's format.
 
     python tools/model_converters/greenmim_official_to_mm.py SRC DST [--merge-order LAYOUT]
+                                                             [--config PRETRAIN_CONFIG]
 
 SRC is a pretraining checkpoint of github.com/LayneH/GreenMIM (``{'model': ...}`` of
 ``MaskedAutoencoder`` with a Swin or a Twins encoder; which one is read from its keys).
@@ -10,7 +11,9 @@ fine-tune with ``init_cfg=dict(type='GreenMIMPretrained', checkpoint=DST,
 prefix='backbone.')``. Swin checkpoints have two patch merging layouts, which their keys
 do not tell apart: the released 2022 checkpoints' (default) and the published code's
 since b981012 (2023-01-16, ``--merge-order greenmim-2023``); the tool prints the one it
-applied. Everything is documented in :mod:`greenmim_mm.models.official`.
+applied. ``--config`` checks that DST fits a pretraining config's model exactly (mmengine's
+``load_from`` only warns about missing keys). Everything is documented in
+:mod:`greenmim_mm.models.official`.
 
 A source that is not a published GreenMIM checkpoint (neither family, unknown or
 missing keys, a decoder that does not fit, not a checkpoint file) stops the conversion
@@ -39,13 +42,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default=None, metavar='LAYOUT',
         help=f'Swin only: the patch merging layout of SRC (default {DEFAULT_MERGE_LAYOUT}). '
         f'{layouts}.')
+    parser.add_argument(
+        '--config', help='a pretraining config: check that the converted checkpoint has '
+        "exactly its model's keys and shapes (what load_from needs) before writing it")
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        conversion = convert_official_checkpoint(args.src, args.dst, args.merge_order)
+        conversion = convert_official_checkpoint(args.src, args.dst, args.merge_order,
+                                                 args.config)
     except UsageError as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
@@ -55,6 +62,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"patch merging: layout '{conversion.merge_layout}' applied "
               f'({MERGE_LAYOUT_ORIGINS[conversion.merge_layout]}); --merge-order '
               'selects another')
+    if args.config:
+        print(f'fits the model of {args.config} (every key and shape)')
     print(f'wrote {args.dst}: {len(conversion.state_dict)} keys (load_from={args.dst} '
           'resumes pretraining; GreenMIMPretrained with prefix backbone. fine-tunes)')
     return 0

@@ -41,8 +41,8 @@ the published code at each commit), with these documented differences:
   between a group's padding and its tokens) where this project excludes keys: terms
   ``exp(-100)`` relative, far below fp32 resolution.
 """
-from .checkpoint import (checkpoint_state_dict, convert_official_checkpoint,
-                         load_official_checkpoint, save_atomic)
+from .checkpoint import (check_fits_config, checkpoint_state_dict,
+                         convert_official_checkpoint, load_official_checkpoint, save_atomic)
 from .common import OfficialCheckpointError
 from .convert import (FAMILIES, Conversion, convert_official, convert_official_state_dict,
                       detect_family)
@@ -52,7 +52,7 @@ from .swin import (DEFAULT_MERGE_LAYOUT, MERGE_LAYOUT_ALIASES, MERGE_LAYOUT_ORIG
 __all__ = [
     'Conversion', 'DEFAULT_MERGE_LAYOUT', 'FAMILIES', 'MERGE_LAYOUTS',
     'MERGE_LAYOUT_ALIASES', 'MERGE_LAYOUT_ORIGINS', 'OfficialCheckpointError',
-    'checkpoint_state_dict', 'convert_official', 'convert_official_checkpoint',
+    'check_fits_config', 'checkpoint_state_dict', 'convert_official', 'convert_official_checkpoint',
     'convert_official_state_dict', 'detect_family', 'load_official_checkpoint',
     'merge_weight_to_unfold', 'save_atomic'
 ]

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
-from .common import OfficialCheckpointError
+from .common import OfficialCheckpointError, list_keys, plural
 from .convert import Conversion, convert_official
 
 
@@ -91,16 +91,50 @@ def save_atomic(obj: dict, dst: str) -> None:
         raise
 
 
-def convert_official_checkpoint(src: str, dst: str,
-                                merge_layout: Optional[str] = None) -> Conversion:
+def check_fits_config(state_dict: Mapping[str, Tensor], config: str) -> None:
+    """Raise unless ``state_dict`` has exactly the keys and shapes of the model of the
+    pretraining ``config`` (what ``load_from`` needs; mmengine itself only warns)."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+
+    if not osp.isfile(config):
+        raise OfficialCheckpointError(f'config file not found: {config}')
+    cfg = Config.fromfile(config)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope') or 'mmpretrain'):
+        model = MODELS.build(cfg.model)
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in state_dict.items()}
+    found = []
+    missing, unexpected = sorted(set(own) - set(theirs)), sorted(set(theirs) - set(own))
+    if missing:
+        found.append(f'{plural(len(missing), "missing key")}: {list_keys(missing)}')
+    if unexpected:
+        found.append(f'{plural(len(unexpected), "unexpected key")}: '
+                     f'{list_keys(unexpected)}')
+    mismatched = [f'{k} {theirs[k]} vs {own[k]}' for k in sorted(set(own) & set(theirs))
+                  if own[k] != theirs[k]]
+    if mismatched:
+        shown = ', '.join(mismatched[:4]) + (' ...' if len(mismatched) > 4 else '')
+        found.append(f'{plural(len(mismatched), "shape mismatch", "shape mismatches")} '
+                     f'(converted vs configured): {shown}')
+    if found:
+        raise OfficialCheckpointError(
+            f'the converted checkpoint does not fit the model of {config}: '
+            + '; '.join(found))
+
+
+def convert_official_checkpoint(src: str, dst: str, merge_layout: Optional[str] = None,
+                                config: Optional[str] = None) -> Conversion:
     """Convert the published checkpoint file ``src`` into an mmengine checkpoint
     ``dst`` (``{'state_dict': ..., 'meta': ...}``): ``load_from=dst`` resumes
     pretraining, ``init_cfg=dict(type='GreenMIMPretrained', checkpoint=dst,
-    prefix='backbone.')`` fine-tunes.
+    prefix='backbone.')`` fine-tunes. With ``config``, the result must also fit that
+    pretraining config's model exactly (:func:`check_fits_config`).
 
     Raises:
-        OfficialCheckpointError: anything wrong with ``src`` or ``dst`` (one line);
-            nothing is written then.
+        OfficialCheckpointError: anything wrong with ``src``, ``dst`` or the fit
+            (one line); nothing is written then.
     """
     if osp.abspath(src) == osp.abspath(dst):
         raise OfficialCheckpointError(
@@ -110,6 +144,8 @@ def convert_official_checkpoint(src: str, dst: str,
         conversion = convert_official(official, merge_layout)
     except OfficialCheckpointError as error:
         raise OfficialCheckpointError(f'{src}: {error}') from error
+    if config is not None:
+        check_fits_config(conversion.state_dict, config)
     meta = dict(converted_from=osp.abspath(src), converter='greenmim_official_to_mm',
                 family=conversion.family, merge_layout=conversion.merge_layout,
                 source_keys=len(official), time=datetime.now().isoformat())

@@ -40,6 +40,8 @@ _DECODER_BLOCK = {
 }
 _DECODER_TOP = {'decoder_norm': 'neck.ln1', 'decoder_pred': 'neck.decoder_pred'}
 _DECODER_BLOCK_KEY = re.compile(r'^decoder_blocks\.(\d+)\.')
+_BLOCK_LISTS = ('stages', 'blocks', 'decoder_blocks', 'patch_embeds', 'pos_block',
+                'position_encodings')
 
 
 class OfficialCheckpointError(UsageError):
@@ -87,22 +89,36 @@ class KeyMap:
                 f'({self.structure}): ' + '; '.join(found))
 
 
-def plural(count: int, noun: str) -> str:
-    """``1 missing key``, ``2 missing keys``."""
-    return f'{count} {noun}' + ('' if count == 1 else 's')
+def plural(count: int, noun: str, nouns: Optional[str] = None) -> str:
+    """``1 missing key``, ``2 missing keys`` (``nouns``: an irregular plural)."""
+    return f'{count} ' + (noun if count == 1 else nouns or noun + 's')
+
+
+def key_group(key: str) -> str:
+    """The block a key belongs to: ``encoder.layers.2.blocks.0.*``,
+    ``backbone.stages.1.1.*``, ``neck.decoder_blocks.0.*`` (a numbered module of a
+    stage or block list, not the ``ffn.layers.0.0`` inside a block); else the key."""
+    parts = key.split('.')
+    cut = None
+    for i in range(1, len(parts)):
+        if not parts[i].isdigit():
+            continue
+        prev = parts[i - 1]
+        if (prev in _BLOCK_LISTS or (prev == 'layers' and parts[i - 2:i - 1] != ['ffn'])
+                or (prev.isdigit() and cut == i - 1)):
+            cut = i
+    return key if cut is None else '.'.join(parts[:cut + 1]) + '.*'
 
 
 def list_keys(keys: Iterable[str], limit: int = 8) -> str:
-    """Up to ``limit`` keys in full; more are grouped by their last numbered module
-    (``encoder.layers.2.blocks.0.* (14 keys)``)."""
+    """Up to ``limit`` keys in full; more are grouped by block (:func:`key_group`:
+    ``encoder.layers.2.blocks.0.* (14 keys)``)."""
     keys = sorted(keys)
     if len(keys) <= limit:
         return ', '.join(keys)
     groups: Dict[str, int] = {}
     for key in keys:
-        parts = key.split('.')
-        numbered = [i for i, part in enumerate(parts) if part.isdigit()]
-        name = '.'.join(parts[:numbered[-1] + 1]) + '.*' if numbered else key
+        name = key_group(key)
         groups[name] = groups.get(name, 0) + 1
     shown = [name if count == 1 else f'{name} ({count} keys)'
              for name, count in groups.items()]
