@@ -56,8 +56,9 @@ def free_port() -> int:
 
 
 def tool_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """The environment the tools run in: this venv's ``python`` first on ``PATH`` (the
-    ``dist_*.sh`` scripts call plain ``python``), one thread per process, a free port."""
+    """The environment the tools run in: this venv's ``python`` first on ``PATH``, one
+    thread per process, a free port. (The ``dist_*.sh`` scripts take ``$PYTHON``, else
+    the repository's ``.venv``, else ``python3``: ``tools/_launch.sh``.)"""
     env = dict(os.environ)
     env['PATH'] = osp.dirname(sys.executable) + os.pathsep + env.get('PATH', '')
     env['PYTHONPATH'] = REPO_ROOT + os.pathsep + env.get('PYTHONPATH', '')

@@ -9,16 +9,15 @@ original | masked | reconstruction | reconstruction with the visible units paste
 (:func:`greenmim_mm.visualization.draw_reconstruction`).
 """
 import argparse
-import sys
 from typing import List, Optional
 
 import greenmim_mm  # noqa: F401  (registers the modules, applies compat fixes)
-from greenmim_mm.engine.launch import UsageError
+from greenmim_mm.engine.errors import ArgumentParser, add_debug_flag, run_tool
 from greenmim_mm.visualization import draw_reconstruction
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description='Draw original | masked | reconstruction | reconstruction + '
         'visible units of one image with a GreenMIM checkpoint.')
     parser.add_argument('config', help='the pretraining config')
@@ -34,17 +33,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--size', type=int,
         help='side of the square input in px (default: the backbone img_size)')
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    try:
-        out = draw_reconstruction(**vars(parse_args(argv)))
-    except UsageError as error:
-        sys.exit(f'error: {error}')
+    args = vars(parse_args(argv))
+    args.pop('debug')
+    out = draw_reconstruction(**args)
     print(f'Saved {out} (original | masked | reconstruction | reconstruction + '
           'visible).')
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -1,1 +1,2 @@
-from . import compat, hooks, layer_decay, pretrained_init  # noqa: F401  (registration side effects)
+from . import (amp, checkpoint, compat, hooks, layer_decay,  # noqa: F401  (registration)
+               pretrained_init)

@@ -96,10 +96,11 @@ def resize_relative_position_bias_table(src_shape: int, dst_shape: int,
     src = np.array([-d for d in reversed(dis)] + [0.0] + dis)  # src_shape offsets
     t = dst_shape // 2.0
     dst = np.arange(-t, t + 0.1, 1.0)  # dst_shape offsets
+    order = min(3, src_shape - 1)  # a window-2 table (3 x 3) takes a quadratic spline
     heads = []
     for i in range(num_head):
         z = table[:, i].view(src_shape, src_shape).float().cpu().numpy()  # rows: y
-        spline = RectBivariateSpline(src, src, z, kx=3, ky=3, s=0)
+        spline = RectBivariateSpline(src, src, z, kx=order, ky=order, s=0)
         heads.append(torch.from_numpy(spline(dst, dst)).float().reshape(-1, 1))
     return torch.cat(heads, dim=-1).to(table.device)
 

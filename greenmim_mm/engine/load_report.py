@@ -91,8 +91,11 @@ def describe_architecture(shapes: Dict[str, Shape],
 
 
 def mismatch_message(source: str, module: nn.Module, report: LoadReport,
-                     ckpt_shapes: Dict[str, Shape]) -> str:
-    """The error text: what does not fit, and which architecture each side is."""
+                     ckpt_shapes: Dict[str, Shape],
+                     allow_hint: str = 'allowed_missing=[regex, ...] in the init_cfg'
+                     ) -> str:
+    """The error text: what does not fit, and which architecture each side is
+    (``allow_hint``: where keys that are legitimately missing can be allowed)."""
     lines = [f'{source} does not fit the configured {type(module).__name__}:']
     if report.unexpected:
         lines.append(f'  {len(report.unexpected)} unexpected keys: '
@@ -118,6 +121,5 @@ def mismatch_message(source: str, module: nn.Module, report: LoadReport,
                          f"'{arch[1].group(1)}' config? Make model.backbone.arch "
                          'match the checkpoint.')
     if report.missing:
-        lines.append('  (keys that are legitimately new: allowed_missing=[regex, ...] '
-                     'in the init_cfg)')
+        lines.append(f'  (keys that are legitimately new: {allow_hint})')
     return '\n'.join(lines)

@@ -76,7 +76,9 @@ param_scheduler = [
         end=max_iters)
 ]
 
-default_hooks = dict(checkpoint=dict(by_epoch=False, interval=max_iters))
+# SafeCheckpointHook: mmengine's, written crash-safe (greenmim_mm/engine/checkpoint.py)
+default_hooks = dict(
+    checkpoint=dict(type='SafeCheckpointHook', by_epoch=False, interval=max_iters))
 log_processor = dict(by_epoch=False)
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)

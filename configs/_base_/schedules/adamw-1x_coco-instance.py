@@ -35,3 +35,6 @@ param_scheduler = [
         milestones=[8, 11],  # lr x0.1 at 2/3 and 11/12 of the schedule
         gamma=0.1)
 ]
+
+# SafeCheckpointHook: mmengine's, written crash-safe (greenmim_mm/engine/checkpoint.py)
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))

@@ -53,5 +53,6 @@ train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval
 val_cfg = dict()
 test_cfg = dict()
 
-default_hooks = dict(checkpoint=dict(max_keep_ckpts=3))
+# SafeCheckpointHook: mmengine's, written crash-safe (greenmim_mm/engine/checkpoint.py)
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', max_keep_ckpts=3))
 randomness = dict(seed=0)

@@ -34,7 +34,8 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
 
 default_hooks = dict(
     logger=dict(interval=20),
-    checkpoint=dict(by_epoch=False, interval=max_iters))
+    # mmengine's CheckpointHook, written crash-safe (greenmim_mm/engine/checkpoint.py)
+    checkpoint=dict(type='SafeCheckpointHook', by_epoch=False, interval=max_iters))
 custom_hooks = [
     dict(type='ReconstructionVisualizationHook', interval=100, num_images=4)
 ]

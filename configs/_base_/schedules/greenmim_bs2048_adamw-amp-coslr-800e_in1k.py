@@ -53,7 +53,8 @@ param_scheduler = [
 ]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
 
-default_hooks = dict(checkpoint=dict(max_keep_ckpts=3))
+# SafeCheckpointHook: mmengine's, written crash-safe (greenmim_mm/engine/checkpoint.py)
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', max_keep_ckpts=3))
 # 1,281,167 images / 2048 per step = 625 iterations per epoch: a picture every 10 epochs
 custom_hooks = [
     dict(type='ReconstructionVisualizationHook', interval=625 * 10, num_images=4)

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
+from ...engine.checkpoint import commit
 from .common import OfficialCheckpointError, list_keys, plural
 from .convert import Conversion, convert_official
 
@@ -82,7 +83,7 @@ def save_atomic(obj: dict, dst: str) -> None:
     os.close(handle)
     try:
         torch.save(obj, tmp)
-        os.replace(tmp, dst)
+        commit(tmp, dst)  # fsync, then one rename
     except BaseException as error:
         if osp.exists(tmp):
             os.remove(tmp)

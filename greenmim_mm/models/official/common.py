@@ -26,7 +26,7 @@ from typing import Dict, Iterable, List, Mapping, Optional
 import torch
 from torch import Tensor
 
-from ...engine.launch import UsageError
+from ...engine.errors import UsageError
 from ..necks.greenmim_decoder import unit_position_embedding
 
 LINEAR = ('weight', 'bias')

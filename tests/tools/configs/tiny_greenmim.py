@@ -39,7 +39,7 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=2)
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=1),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1))
+    checkpoint=dict(type='SafeCheckpointHook', by_epoch=False, interval=1))
 log_processor = dict(by_epoch=False)
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 # Each process its own random stream: with num_workers=0 the masks and crops are
