@@ -325,7 +325,7 @@ def test_load_from_starts_pretraining_from_the_converted_weights(tmp_path, capsy
 def test_config_check_names_what_does_not_fit_and_writes_nothing(tmp_path, change,
                                                                  expected):
     """``--config``: a checkpoint that converts but does not fit the config (which
-    ``load_from`` would only warn about) stops before DST is written."""
+    a training run would only find when it loads it) stops before DST is written."""
     published = dataclasses.replace(TINY_CONFIG_MODEL, **change)
     src = save_published(tmp_path / 'src.pth', published_swin_state_dict(published))
     dst = tmp_path / 'converted.pth'

@@ -94,7 +94,8 @@ def save_atomic(obj: dict, dst: str) -> None:
 
 def check_fits_config(state_dict: Mapping[str, Tensor], config: str) -> None:
     """Raise unless ``state_dict`` has exactly the keys and shapes of the model of the
-    pretraining ``config`` (what ``load_from`` needs; mmengine itself only warns)."""
+    pretraining ``config``: what ``load_from`` needs, checked at conversion rather than
+    when a training run loads it."""
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
