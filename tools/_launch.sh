@@ -38,3 +38,18 @@ torchrun_tool() {
     fi
     return "$status"
 }
+
+# srun_tool TOOL ARGS...: tools/TOOL on Slurm with srun, --launcher slurm (PARTITION and
+# JOB_NAME set by the caller; GPUS (default 8), GPUS_PER_NODE (8), CPUS_PER_TASK (5),
+# SRUN_ARGS from the environment, as upstream).
+srun_tool() {
+    local tool=$1
+    shift
+    local per_node=${GPUS_PER_NODE:-8}
+    set -x
+    # shellcheck disable=SC2086  # SRUN_ARGS is a list of srun options
+    srun -p "$PARTITION" --job-name="$JOB_NAME" --gres=gpu:"$per_node" \
+        --ntasks="${GPUS:-8}" --ntasks-per-node="$per_node" \
+        --cpus-per-task="${CPUS_PER_TASK:-5}" --kill-on-bad-exit=1 ${SRUN_ARGS:-} \
+        "$PYTHON" -u "$ROOT/tools/$tool" "$@" --launcher=slurm
+}

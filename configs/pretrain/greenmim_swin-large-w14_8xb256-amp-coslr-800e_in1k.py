@@ -14,5 +14,5 @@ model = dict(
         # 14 window over zero padding: with padding, the dense forward would attend to
         # the padded zeros while the visible-only forward cannot. Fine-tuning uses the
         # same stage_cfgs, so every relative-position table loads unchanged.
-        stage_cfgs=[dict(), dict(), dict(), dict(window_size=7)]),
+        stage_cfgs=[_base_.stage_norms] * 3 + [dict(_base_.stage_norms, window_size=7)]),
     neck=dict(embed_dim=192 * 2**3))  # Swin-L last stage: 1536

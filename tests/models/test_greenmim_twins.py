@@ -72,6 +72,15 @@ def test_matches_masked_dense_reference(img_hw, window, num_visible, kwargs):
     check_equivalence(model, torch.randn(2, 3, *img_hw), random_masks(2, grid, num_visible))
 
 
+def test_patch_norm_cfg_sets_the_patch_embedding_norms():
+    """``patch_norm_cfg`` (the published eps 1e-6) replaces the patch embedding norms
+    that the stock SVT hard-codes, with the same parameters; both paths stay exact."""
+    model = build(window=4, patch_norm_cfg=dict(type='LN', eps=1e-6))
+    assert [embed.norm.eps for embed in model.patch_embeds] == [1e-6] * 4
+    assert model.state_dict().keys() == build(window=4).state_dict().keys()
+    check_equivalence(model, torch.randn(2, 3, 128, 128), random_masks(2, (4, 4), 4))
+
+
 def test_matches_reference_twins_l_geometry_at_224():
     """The paper's geometry: 224 px, window 7, sr 8/4/2/1, ratio 0.75 (12 of 49 units)."""
     model = build(window=7, qkv_bias=True, norm_after_stage=[False, False, False, True])

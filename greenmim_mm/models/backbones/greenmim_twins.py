@@ -49,6 +49,7 @@ intended semantics). For maps that are multiples of the window (every stock arch
 import math
 from typing import List, Optional, Tuple
 
+from mmcv.cnn import build_norm_layer
 from mmpretrain.models.backbones import SVT
 from mmpretrain.models.backbones.twins import (GSAEncoderLayer, LSAEncoderLayer,
                                                LocallyGroupedSelfAttention)
@@ -62,6 +63,16 @@ from ...ops.visible_plan import StageGeometry, VisibleGeometry, VisiblePlan
 from .base import VisibleBackboneMixin, unit_tokens
 from .layers.twins import (block_conv, conv_geometry_problem, embed_visible_units,
                            visible_gsa_layer, visible_lsa_layer, visible_peg)
+
+
+def set_patch_norms(backbone: SVT, norm_cfg: Optional[dict]) -> None:
+    """Rebuild the norm of every patch embedding of ``backbone`` from ``norm_cfg``
+    (mmpretrain's ``PCPVT`` hard-codes ``dict(type='LN')``, eps 1e-5, there); None keeps
+    them. The parameters keep their names and shapes."""
+    if norm_cfg is None:
+        return
+    for embed in backbone.patch_embeds:
+        embed.norm = build_norm_layer(norm_cfg, embed.projection.out_channels)[1]
 
 
 @MODELS.register_module()
@@ -85,6 +96,11 @@ class GreenMIMSVT(VisibleBackboneMixin, SVT):
             (spconv 2.x, which must be installed; its CPU build cannot backpropagate)
             or ``'auto'`` (see :mod:`greenmim_mm.ops.sparse_conv`). The depthwise PEG
             always uses the gather path.
+        patch_norm_cfg: norm of every patch embedding, e.g. ``dict(type='LN',
+            eps=1e-6)`` as the published GreenMIM Twins. Defaults to None: the stock
+            SVT's, which hard-codes ``dict(type='LN')`` (eps 1e-5) there whatever
+            ``norm_cfg`` says. Same parameters either way, so checkpoints load into the
+            stock SVT unchanged.
         *args, **kwargs: passed to ``SVT``.
 
     Raises:
@@ -96,8 +112,10 @@ class GreenMIMSVT(VisibleBackboneMixin, SVT):
     """
 
     def __init__(self, *args, mask_unit: Optional[int] = None, attn_backend: str = 'sdpa',
-                 conv_backend: str = 'gather', **kwargs) -> None:
+                 conv_backend: str = 'gather', patch_norm_cfg: Optional[dict] = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        set_patch_norms(self, patch_norm_cfg)
         self.init_visible(mask_unit, math.prod(self.strides), attn_backend,
                           f'the product of the arch strides {list(self.strides)}')
         for i, (unit, sr_ratio) in enumerate(zip(self.unit_tokens(), self.sr_ratios)):

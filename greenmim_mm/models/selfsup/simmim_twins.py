@@ -14,6 +14,8 @@ from mmpretrain.models.backbones import SVT
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
+from ..backbones.greenmim_twins import set_patch_norms
+
 
 @MODELS.register_module()
 class SimMIMSVT(SVT):
@@ -22,11 +24,13 @@ class SimMIMSVT(SVT):
     ``forward(img, mask)`` with a ``(B, H / 4, W / 4)`` patch mask (1 = masked, as
     ``SimMIMMaskGenerator`` makes it) is ``PCPVT.forward`` with one change after the
     stage-1 patch embedding: ``x = x * (1 - w) + mask_token * w``. ``forward(img)``
-    is the stock forward. Arguments are those of ``SVT``.
+    is the stock forward. Arguments are those of ``SVT``, and ``patch_norm_cfg`` as
+    ``GreenMIMSVT``'s (the norm of the patch embeddings).
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, patch_norm_cfg: Optional[dict] = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        set_patch_norms(self, patch_norm_cfg)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims[0]))
 
     def init_weights(self) -> None:
