@@ -70,12 +70,16 @@ def visible_layout_tokens(dense: Tensor, mask: Tensor) -> Tensor:
 
 
 def run_log(work_dir: str) -> str:
-    """The text of the newest run's log file, ``<work_dir>/<timestamp>/<timestamp>.log``
-    (where mmengine writes everything, the reports the terminal leaves out included)."""
+    """The log files of the runs in ``work_dir`` (``<timestamp>/<timestamp>.log``, where
+    mmengine writes everything, the reports the terminal leaves out included), oldest
+    first, as one text."""
     import glob
     import os.path as osp
 
     logs = sorted(glob.glob(osp.join(work_dir, '*', '*.log')))
     assert logs, f'no log file under {work_dir}'
-    with open(logs[-1]) as f:
-        return f.read()
+    texts = []
+    for log in logs:
+        with open(log) as f:
+            texts.append(f.read())
+    return ''.join(texts)
