@@ -1,9 +1,10 @@
 # The README's commands. Each target installs (or checks, in seconds) the environment first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+LOGDIR ?= work_dirs
 export GREENMIM_VENV := $(abspath $(VENV))
 
-.PHONY: install demo test test-slow benchmark
+.PHONY: install demo test test-slow benchmark tensorboard
 install:
 	bash tools/install.sh
 
@@ -18,3 +19,6 @@ test-slow: install  ## the long end-to-end checks kept out of the default run
 
 benchmark: install  ## GreenMIM vs SimMIM training step, ratios side by side
 	$(PY) tools/benchmark.py
+
+tensorboard: install  ## TensorBoard on the runs under $(LOGDIR) (make tensorboard LOGDIR=...)
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR)

@@ -67,3 +67,19 @@ def visible_layout_tokens(dense: Tensor, mask: Tensor) -> Tensor:
     """The visible tokens of a ``(B, H, W, C)`` map in the documented layout (the
     mask grid divides the map into square units)."""
     return gather_at(dense, layout_coords(mask, dense.shape[1] // mask.shape[1]))
+
+
+def run_log(work_dir: str) -> str:
+    """The log files of the runs in ``work_dir`` (``<timestamp>/<timestamp>.log``, where
+    mmengine writes everything, the reports the terminal leaves out included), oldest
+    first, as one text."""
+    import glob
+    import os.path as osp
+
+    logs = sorted(glob.glob(osp.join(work_dir, '*', '*.log')))
+    assert logs, f'no log file under {work_dir}'
+    texts = []
+    for log in logs:
+        with open(log) as f:
+            texts.append(f.read())
+    return ''.join(texts)

@@ -22,6 +22,7 @@ from greenmim_mm.engine.compat import resize_relative_position_bias_table
 from greenmim_mm.engine.layer_decay import svt_layer_depth
 from greenmim_mm.engine.pretrained_init import (CheckpointMismatchError,
                                                 StrictPretrainedInit)
+from greenmim_mm.engine.schedules import resolved_schedule
 from config_files import REPO_ROOT, config_files, is_alias
 
 CONFIGS = [p for p in config_files('classification') + config_files('detection')
@@ -160,8 +161,9 @@ def test_classification_recipe(path):
     """100 epochs, AdamW, layer-wise lr decay from the head down to the stem."""
     cfg = Config.fromfile(path)
     assert cfg.train_cfg.max_epochs == 100
-    assert [s.type for s in cfg.param_scheduler] == ['LinearLR', 'CosineAnnealingLR']
-    assert cfg.param_scheduler[1].end == 100 and cfg.param_scheduler[0].end == 20
+    schedule = resolved_schedule(cfg)  # FractionOfRun -> the schedulers it builds
+    assert [s['type'] for s in schedule] == ['LinearLR', 'CosineAnnealingLR']
+    assert schedule[1]['end'] == 100 and schedule[0]['end'] == 20
     optim = cfg.optim_wrapper
     assert optim.optimizer.type == 'AdamW' and optim.optimizer.weight_decay == 0.05
     augments = [a.type for a in cfg.model.train_cfg.augments]
@@ -193,8 +195,9 @@ def test_detection_schedule(path):
     cfg = Config.fromfile(path)
     epochs, milestones = (36, [27, 33]) if '3x' in path else (12, [8, 11])
     assert cfg.train_cfg.max_epochs == epochs
-    assert cfg.param_scheduler[1].milestones == milestones
-    assert cfg.param_scheduler[1].end == epochs
+    schedule = resolved_schedule(cfg)  # FractionOfRun -> the schedulers it builds
+    assert schedule[1]['milestones'] == milestones
+    assert schedule[1]['end'] == epochs
     assert (cfg.optim_wrapper.optimizer.type, cfg.optim_wrapper.optimizer.lr,
             cfg.optim_wrapper.optimizer.weight_decay) == ('AdamW', 1e-4, 0.05)
     transforms = [t.type for t in cfg.train_dataloader.dataset.pipeline]

@@ -10,6 +10,7 @@ The result is what mmdet's ``CocoDataset`` reads with ``data_root=OUT_DIR``,
 ``('circle', 'square', 'triangle')``.
 """
 import argparse
+import json
 from typing import List, Optional
 
 from greenmim_mm.datasets.demo_coco import make_demo_coco
@@ -51,8 +52,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     except OSError as error:  # e.g. a folder that cannot be written
         raise UsageError(f'cannot write the set to {args.out_dir}: {error}; give a '
                          'writable folder') from error
-    for key in ('train_ann', 'val_ann'):
-        print(f'{key}: {paths[key]}')
+    for split in ('train', 'val'):
+        with open(paths[f'{split}_ann']) as f:
+            annotations = json.load(f)
+        folder = paths[f'{split}_img_dir']
+        print(f'{split}: {len(annotations["images"])} images, '
+              f'{len(annotations["annotations"])} shapes in {folder}/, '
+              f'annotations {paths[f"{split}_ann"]}')
 
 
 if __name__ == '__main__':

@@ -25,7 +25,8 @@ auto_scale_lr = dict(base_batch_size=768)
 optim_wrapper = dict(
     optimizer=dict(lr=1e-3 * 768 / 512),  # 1.5e-3
     paramwise_cfg=dict(layer_decay_rate=0.8))
+warmup, cosine = _base_.param_scheduler  # 20 warm-up epochs, 80 cosine epochs
 param_scheduler = [
-    dict(_base_.param_scheduler[0], start_factor=2e-7 / 1e-3),  # 20 warm-up epochs
-    dict(_base_.param_scheduler[1], eta_min_ratio=3.5e-7 / 1e-3),  # 80 cosine epochs
+    dict(warmup, scheduler=dict(warmup.scheduler, start_factor=2e-7 / 1e-3)),
+    dict(cosine, scheduler=dict(cosine.scheduler, eta_min_ratio=3.5e-7 / 1e-3)),
 ]

@@ -102,6 +102,10 @@ def _add_common_args(parser: argparse.ArgumentParser, cfg_example: str) -> None:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument(
+        '--verbose', action='store_true',
+        help="print everything mmengine logs (environment, config, hook table, "
+        "optimizer settings per parameter); they always go to the run's log file")
     add_debug_flag(parser)
 
 
@@ -167,6 +171,13 @@ def _parse(parser: argparse.ArgumentParser,
     return args
 
 
+def _merge_console_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """``--verbose``: mmengine's full terminal (see :mod:`greenmim_mm.engine.console`)."""
+    if args.verbose:
+        cfg.console_log = 'full'
+    return cfg
+
+
 def prepare_train(argv: Optional[Sequence[str]] = None) -> Config:
     """Parse ``tools/train.py``'s arguments into the config to train with.
 
@@ -176,14 +187,15 @@ def prepare_train(argv: Optional[Sequence[str]] = None) -> Config:
     args = _parse(train_parser(), argv)
     cfg = merge_train_args(
         load_config(args.config, args.cfg_options, args.amp, args.amp_dtype), args)
+    _merge_console_args(cfg, args)
     setup_distributed(cfg, args.launcher)
     return cfg
 
 
 def _build_runner(cfg: Config):
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    """The runner, with a quiet terminal and the run report (header, final block)."""
+    from .run_report import build_runner
+    return build_runner(cfg)
 
 
 def _end_distributed() -> None:
@@ -247,6 +259,7 @@ def prepare_test(argv: Optional[Sequence[str]] = None) -> Tuple[Config, Optional
     """
     args = _parse(evaluation_parser(), argv)
     cfg = merge_test_args(load_config(args.config, args.cfg_options), args)
+    _merge_console_args(cfg, args)
     setup_distributed(cfg, args.launcher)
     return cfg, args.out
 

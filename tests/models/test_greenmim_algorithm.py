@@ -14,6 +14,7 @@ from mmpretrain.registry import DATASETS, MODELS
 from mmpretrain.structures import DataSample
 
 import greenmim_mm  # noqa: F401  (registers the algorithm)
+from greenmim_mm.engine.schedules import resolved_schedule
 from greenmim_mm.models.backbones import GreenMIMSwinTransformer
 
 CONFIGS = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'pretrain')
@@ -177,6 +178,44 @@ def test_perfect_prediction_reconstructs_the_input(norm_pix, monkeypatch):
                                rtol=1e-5, atol=1e-5)
 
 
+def test_visible_statistics_depend_on_visible_pixels_only():
+    """``statistics='visible'`` de-normalises with the visible units' mean and std: the
+    picture is a function of what the encoder saw, so changing the masked pixels
+    leaves it as it is (with the true unit statistics it changes)."""
+    model = tiny_model().eval()
+    inputs = torch.randn(2, 3, 96, 96)
+    mask = random_masks(2)
+    changed = inputs.clone()
+    hidden = mask.repeat_interleave(UNIT, 1).repeat_interleave(UNIT, 2)  # B, H, W
+    changed[hidden[:, None].expand_as(changed)] *= 5
+    visible = [model.reconstruct(x, samples(mask), statistics='visible')
+               for x in (inputs, changed)]
+    torch.testing.assert_close(visible[0], visible[1])
+    unit = [model.reconstruct(x, samples(mask)) for x in (inputs, changed)]
+    assert not torch.allclose(unit[0], unit[1])
+    with pytest.raises(ValueError, match="statistics must be 'unit' or 'visible'"):
+        model.reconstruct(inputs, samples(mask), statistics='global')
+
+
+def test_perfect_prediction_with_visible_statistics(monkeypatch):
+    """When every unit holds the same pixel values (shuffled), the visible units'
+    mean and std are every unit's: a perfect decoder then gives back the input with
+    ``statistics='visible'`` too."""
+    model = tiny_model()
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randn(3, UNIT * UNIT, generator=generator) * 2 + 1  # one unit
+    units = [values[:, torch.randperm(UNIT * UNIT, generator=generator)]
+             for _ in range(2 * 9)]
+    inputs = torch.stack(units).view(2, 3, 3, 3, UNIT, UNIT)  # B, Hu, Wu, C, p, p
+    inputs = inputs.permute(0, 3, 1, 4, 2, 5).reshape(2, 3, 96, 96)  # B, C, H, W
+    monkeypatch.setattr(model, 'predict_pixels',
+                        lambda images, mask=None, plan=None:
+                        model.head.construct_target(images))
+    torch.testing.assert_close(
+        model.reconstruct(inputs, samples(random_masks(2)), statistics='visible'),
+        inputs, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize('name, arch', [
     ('greenmim_swin-base-w7_8xb256-amp-coslr-800e_in1k', 'base'),
     ('greenmim_swin-large-w14_8xb256-amp-coslr-800e_in1k', 'large'),
@@ -201,7 +240,7 @@ def test_paper_configs_are_consistent(name, arch):
     assert cfg.optim_wrapper.dtype == 'bfloat16'  # no fp16 NaNs, no loss scaling
     assert cfg.optim_wrapper.loss_scale == dict(enabled=False)
     assert cfg.train_cfg.max_epochs == 800
-    assert [s.end for s in cfg.param_scheduler] == [40, 800]
+    assert [s['end'] for s in resolved_schedule(cfg)] == [40, 800]
 
 
 def test_no_weight_decay_on_norms_biases_and_position_tables():

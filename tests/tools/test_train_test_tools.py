@@ -6,6 +6,7 @@ import pickle
 import re
 
 import torch
+from helpers import run_log
 
 
 def _top1(output: str) -> float:
@@ -19,8 +20,10 @@ def test_dist_train_writes_checkpoints(tiny_cls_run):
     result, work_dir = tiny_cls_run['result'], tiny_cls_run['work_dir']
     assert result.returncode == 0, result.describe()
     output = result.output
-    assert 'Distributed training: True' in output
-    assert 'GPU number: 2' in output  # the world size, whatever the device
+    assert 'x 2 processes on cpu' in output  # the header's data line
+    log = run_log(work_dir)  # the environment report goes to the log file
+    assert 'Distributed training: True' in log
+    assert 'GPU number: 2' in log  # the world size, whatever the device
     assert 'Iter(train) [4/4]' in output
     assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
     with open(osp.join(work_dir, 'last_checkpoint')) as f:

@@ -2,6 +2,7 @@
 tools/visualize_reconstruction.py runs), and the hook that logs the panel while
 training."""
 import os.path as osp
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +17,9 @@ from PIL import Image
 import greenmim_mm  # noqa: F401  (registers the model and the hook)
 from greenmim_mm.datasets.demo import skimage_data_dir
 from greenmim_mm.engine.launch import UsageError
-from greenmim_mm.visualization import (GAP, HEADER, MASK_GREY, draw_reconstruction,
-                                       reconstruction_panel, reconstruction_panels)
+from greenmim_mm.visualization import (COLUMNS, GAP, HEADER, MASK_GREY,
+                                       draw_reconstruction, reconstruction_panel,
+                                       reconstruction_panels)
 
 REPO = osp.join(osp.dirname(__file__), '..', '..')
 DEMO_CONFIG = osp.abspath(osp.join(REPO, 'configs', 'pretrain',
@@ -47,21 +49,23 @@ def tiny_run(tmp_path_factory):
 
 def test_panel_layout():
     rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
-    recon = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    image, pred, recon = (rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+                          for _ in range(3))
     mask = np.array([[True, False, True], [False, True, True]])
-    panel = reconstruction_panel(image, mask, recon)
-    assert panel.shape == (HEADER + 64, 4 * 96 + 3 * GAP, 3) and panel.dtype == np.uint8
-    original, masked, reconstruction, pasted = (
-        panel[HEADER:, k * (96 + GAP):k * (96 + GAP) + 96] for k in range(4))
+    panel = reconstruction_panel(image, mask, pred, recon)
+    assert panel.shape == (HEADER + 64, 5 * 96 + 4 * GAP, 3) and panel.dtype == np.uint8
+    original, masked, prediction, reconstruction, pasted = (
+        panel[HEADER:, k * (96 + GAP):k * (96 + GAP) + 96] for k in range(5))
     hidden = mask.repeat(32, 0).repeat(32, 1)
     assert (original == image).all() and (reconstruction == recon).all()
+    assert (prediction == pred).all()
     assert (masked[hidden] == MASK_GREY).all()
     assert (masked[~hidden] == image[~hidden]).all()
     assert (pasted[hidden] == recon[hidden]).all()
     assert (pasted[~hidden] == image[~hidden]).all()
-    assert (panel[:HEADER] < 255).any()  # the labels are drawn
-    assert reconstruction_panel(image, mask, recon, labels=False).shape[0] == 64
+    for k in range(len(COLUMNS)):  # every column has its title
+        assert (panel[:HEADER, k * (96 + GAP):k * (96 + GAP) + 96] < 255).any()
+    assert reconstruction_panel(image, mask, pred, recon, labels=False).shape[0] == 64
 
 
 @pytest.mark.parametrize('to_rgb', [True, False])
@@ -81,11 +85,30 @@ def test_perfect_prediction_draws_the_original(tiny_run, to_rgb, monkeypatch):
     bgr = np.ascontiguousarray(rgb[..., ::-1])
     sample = DataSample().set_mask(torch.tensor([[False, True], [True, True]]))
     panel = reconstruction_panel_of(model, bgr, sample)
-    original, _, reconstruction, pasted = (
-        panel[HEADER:, k * (64 + GAP):k * (64 + GAP) + 64] for k in range(4))
+    original, _, _, reconstruction, pasted = (
+        panel[HEADER:, k * (64 + GAP):k * (64 + GAP) + 64] for k in range(5))
     np.testing.assert_array_equal(original, rgb)
     np.testing.assert_array_equal(reconstruction, rgb)
     np.testing.assert_array_equal(pasted, rgb)
+
+
+def test_perfect_prediction_column_with_equal_unit_statistics(tiny_run, monkeypatch):
+    """The prediction column uses the visible units' statistics: when every unit holds
+    the same pixels (shuffled), those are every unit's, and a perfect decoder draws
+    the original there too (to a grey level of rounding)."""
+    model = MODELS.build(Config.fromfile(tiny_run[0]).model)
+    monkeypatch.setattr(model, 'predict_pixels',
+                        lambda images, mask=None, plan=None:
+                        model.head.construct_target(images))
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (32 * 32, 3), dtype=np.uint8)
+    units = [pixels[rng.permutation(32 * 32)].reshape(32, 32, 3) for _ in range(4)]
+    rgb = np.concatenate([np.concatenate(units[:2], 1),  # 64, 64, 3: 2 x 2 units
+                          np.concatenate(units[2:], 1)], 0)
+    sample = DataSample().set_mask(torch.tensor([[False, True], [True, True]]))
+    panel = reconstruction_panel_of(model, np.ascontiguousarray(rgb[..., ::-1]), sample)
+    prediction = panel[HEADER:, 2 * (64 + GAP):2 * (64 + GAP) + 64]
+    assert np.abs(prediction.astype(int) - rgb).max() <= 1
 
 
 def reconstruction_panel_of(model, bgr: np.ndarray, sample) -> np.ndarray:
@@ -100,7 +123,7 @@ def test_draw_reconstruction_writes_the_panel(tiny_run, tmp_path):
     out = tmp_path / 'sub' / 'cat.png'
     assert draw_reconstruction(config, checkpoint, PHOTO, out=str(out), seed=3) == out
     picture = np.asarray(Image.open(out))
-    assert picture.shape == (HEADER + 64, 4 * 64 + 3 * GAP, 3)
+    assert picture.shape == (HEADER + 64, 5 * 64 + 4 * GAP, 3)
     # the same seed draws the same mask: the same picture
     again = tmp_path / 'again.png'
     draw_reconstruction(config, checkpoint, PHOTO, out=str(again), seed=3)
@@ -109,6 +132,18 @@ def test_draw_reconstruction_writes_the_panel(tiny_run, tmp_path):
     draw_reconstruction(config, checkpoint, PHOTO, out=str(again), mask_ratio=0.5)
     masked = np.asarray(Image.open(again))[HEADER:, 64 + GAP:2 * 64 + GAP]
     assert (masked == MASK_GREY).all(-1).mean() == pytest.approx(0.5, abs=0.05)
+
+
+def test_demo_photo_by_name_into_work_dirs(tiny_run, tmp_path, monkeypatch):
+    """The README's example: a demo photograph by name, and without ``--out`` the
+    panel goes to work_dirs/reconstructions/ (ignored by git)."""
+    config, checkpoint = tiny_run
+    monkeypatch.chdir(tmp_path)
+    out = draw_reconstruction(config, checkpoint, 'chelsea')
+    assert out == Path('work_dirs', 'reconstructions', 'chelsea.png')
+    assert (tmp_path / out).is_file()
+    with open(osp.join(REPO, '.gitignore')) as f:
+        assert 'work_dirs/' in f.read().split()
 
 
 def test_corrupt_image(tiny_run, tmp_path):
@@ -122,7 +157,8 @@ def test_corrupt_image(tiny_run, tmp_path):
 
 def test_missing_files(tiny_run, tmp_path):
     config, checkpoint = tiny_run
-    with pytest.raises(UsageError, match=r"Image file not found: .*nope.png"):
+    with pytest.raises(UsageError, match=r"Image file not found: .*nope.png.*Give an "
+                       r"image file or the name of a demo photograph: astronaut, "):
         draw_reconstruction(config, checkpoint, str(tmp_path / 'nope.png'))
     with pytest.raises(UsageError, match=r"checkpoint file not found: .*none.pth"):
         draw_reconstruction(config, str(tmp_path / 'none.pth'), PHOTO)
@@ -163,7 +199,7 @@ def test_hook_logs_pictures_while_training(tiny_run, tmp_path):
     for step in (0, 1, 2):
         path = osp.join(image_dir, f'reconstruction_{step}.png')
         picture = np.asarray(Image.open(path))
-        assert picture.shape == (2 * (HEADER + 64) + GAP, 4 * 64 + 3 * GAP, 3)
+        assert picture.shape == (2 * (HEADER + 64) + GAP, 5 * 64 + 4 * GAP, 3)
     assert osp.isfile(osp.join(tmp_path, 'iter_2.pth'))
     events = [f for f in _walk(osp.join(runner.log_dir, 'vis_data'))
               if 'tfevents' in osp.basename(f)]

@@ -1,6 +1,7 @@
 # The CPU demo detection data and schedule: the 128 px images of shapes written by
 # `python tools/make_demo_coco.py data/demo_coco` (another folder: $GREENMIM_DEMO_COCO),
-# 1500 iterations of 4 images, AdamW lr 4e-4 (100 warm-up iterations, cosine),
+# 1500 iterations of 4 images, AdamW lr 4e-4 (warm-up over the first 1/15 of the run:
+# 100 iterations, then cosine; fractions of max_iters, so a shorter run keeps the shape),
 # evaluated every 500 iterations with COCO box and mask AP; gloo, no GPU needed.
 _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
@@ -53,7 +54,6 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
 max_iters = 1500
-warmup_iters = 100
 train_cfg = dict(
     type='IterBasedTrainLoop', max_iters=max_iters, val_interval=500)
 val_cfg = dict(type='ValLoop')
@@ -66,14 +66,10 @@ optim_wrapper = dict(
             'norm': dict(decay_mult=0.)
         }))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=warmup_iters),
-    dict(
-        type='CosineAnnealingLR',
-        T_max=max_iters - warmup_iters,
-        eta_min_ratio=0.01,
-        by_epoch=False,
-        begin=warmup_iters,
-        end=max_iters)
+    dict(type='FractionOfRun', by_epoch=False, start=0.0, stop=100 / 1500,
+         scheduler=dict(type='LinearLR', start_factor=0.01)),
+    dict(type='FractionOfRun', by_epoch=False, start=100 / 1500, stop=1.0,
+         scheduler=dict(type='CosineAnnealingLR', eta_min_ratio=0.01)),
 ]
 
 # SafeCheckpointHook: mmengine's, written crash-safe (greenmim_mm/engine/checkpoint.py)

@@ -27,13 +27,10 @@ optim_wrapper = dict(
 max_epochs = _base_.train_cfg.max_epochs  # 12, from schedule_1x
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=max_epochs,
-        by_epoch=True,
-        milestones=[8, 11],  # lr x0.1 at 2/3 and 11/12 of the schedule
-        gamma=0.1)
+    # lr x0.1 after epochs 8 and 11 of 12: fractions of max_epochs, so that a shorter
+    # run decays at the same points of its length
+    dict(type='FractionOfRun', by_epoch=True, milestones=[8 / 12, 11 / 12],
+         scheduler=dict(type='MultiStepLR', gamma=0.1)),
 ]
 
 # SafeCheckpointHook: mmengine's, written crash-safe (greenmim_mm/engine/checkpoint.py)

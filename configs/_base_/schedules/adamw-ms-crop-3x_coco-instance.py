@@ -44,8 +44,6 @@ max_epochs = 3 * _base_.max_epochs  # 3x the 1x schedule: 36 epochs
 train_cfg = dict(max_epochs=max_epochs)
 param_scheduler = [
     _base_.param_scheduler[0],  # the 1x warm-up
-    dict(
-        _base_.param_scheduler[1],
-        end=max_epochs,
-        milestones=[27, 33]),  # lr x0.1 at 3/4 and 11/12 of the schedule
+    dict(_base_.param_scheduler[1],
+         milestones=[27 / 36, 33 / 36]),  # lr x0.1 after epochs 27 and 33 of 36
 ]

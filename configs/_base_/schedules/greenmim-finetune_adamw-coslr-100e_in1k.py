@@ -30,24 +30,16 @@ optim_wrapper = dict(
 
 # SimMIM's WARMUP_LR and MIN_LR (2.5e-7 for a base lr of 1.25e-3) scale with the batch
 # like the lr, so only their ratio to the lr is written here.
+# 20 warm-up epochs, then cosine over 80, updated every iteration; as fractions of
+# max_epochs, so a shorter run keeps the shape
 max_epochs = 100
-warmup_epochs = 20
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=2.5e-7 / 1.25e-3,
-        by_epoch=True,
-        begin=0,
-        end=warmup_epochs,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        T_max=max_epochs - warmup_epochs,
-        eta_min_ratio=2.5e-7 / 1.25e-3,
-        by_epoch=True,
-        begin=warmup_epochs,
-        end=max_epochs,
-        convert_to_iter_based=True)
+    dict(type='FractionOfRun', by_epoch=True, convert_to_iter_based=True,
+         start=0.0, stop=20 / 100,
+         scheduler=dict(type='LinearLR', start_factor=2.5e-7 / 1.25e-3)),
+    dict(type='FractionOfRun', by_epoch=True, convert_to_iter_based=True,
+         start=20 / 100, stop=1.0,
+         scheduler=dict(type='CosineAnnealingLR', eta_min_ratio=2.5e-7 / 1.25e-3)),
 ]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
 val_cfg = dict()

@@ -5,7 +5,6 @@ _base_ = ['mmpretrain::_base_/default_runtime.py']
 custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
 
 max_iters = 400
-warmup_iters = max_iters // 10  # 40
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05),
     paramwise_cfg=dict(
@@ -15,20 +14,13 @@ optim_wrapper = dict(
             'relative_position_bias_table': dict(decay_mult=0.0),
             'mask_token': dict(decay_mult=0.0),
         }))
+# warm-up over the first 10 % of the run, then cosine: fractions of train_cfg.max_iters,
+# so that `--cfg-options train_cfg.max_iters=100` shortens both (FractionOfRun)
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-3,
-        by_epoch=False,
-        begin=0,
-        end=warmup_iters),
-    dict(
-        type='CosineAnnealingLR',
-        T_max=max_iters - warmup_iters,
-        eta_min=1e-5,
-        by_epoch=False,
-        begin=warmup_iters,
-        end=max_iters)
+    dict(type='FractionOfRun', by_epoch=False, start=0.0, stop=0.1,
+         scheduler=dict(type='LinearLR', start_factor=1e-3)),
+    dict(type='FractionOfRun', by_epoch=False, start=0.1, stop=1.0,
+         scheduler=dict(type='CosineAnnealingLR', eta_min=1e-5)),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
 

@@ -31,25 +31,14 @@ optim_wrapper = dict(
             'mask_token': dict(decay_mult=0.0),
         }))
 
-# 40 warm-up epochs, then cosine to 0 over the remaining 760
+# 40 warm-up epochs, then cosine to 0 over the remaining 760, updated every iteration;
+# as fractions of max_epochs (5 % warm-up), so a shorter run keeps the shape
 max_epochs = 800
-warmup_epochs = 40
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-4,
-        by_epoch=True,
-        begin=0,
-        end=warmup_epochs,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        T_max=max_epochs - warmup_epochs,
-        eta_min=0.0,
-        by_epoch=True,
-        begin=warmup_epochs,
-        end=max_epochs,
-        convert_to_iter_based=True)
+    dict(type='FractionOfRun', by_epoch=True, convert_to_iter_based=True,
+         start=0.0, stop=40 / 800, scheduler=dict(type='LinearLR', start_factor=1e-4)),
+    dict(type='FractionOfRun', by_epoch=True, convert_to_iter_based=True,
+         start=40 / 800, stop=1.0, scheduler=dict(type='CosineAnnealingLR', eta_min=0.0)),
 ]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
 

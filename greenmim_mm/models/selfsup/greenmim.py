@@ -192,18 +192,37 @@ class GreenMIM(BaseSelfSupervisor):
         return dict(loss=self.head.loss(pred, inputs, weight))
 
     @torch.no_grad()
-    def reconstruct(self, inputs: Tensor, data_samples: List[DataSample]) -> Tensor:
+    def reconstruct(self, inputs: Tensor, data_samples: List[DataSample],
+                    statistics: str = 'unit') -> Tensor:
         """The predicted image, ``(B, 3, H, W)``, in the space of ``inputs``.
 
         With ``head.norm_pix`` the decoder predicts each unit normalised by its own
-        pixel mean and std; as MAE's visualisation does, those are taken from the
-        input image to bring the prediction back to pixels, so the picture shows the
-        structure the model predicts, with the true brightness and contrast per unit.
+        pixel mean and std (one mean and one std over the unit's ``p*p*3`` values, as
+        the loss's target), and ``statistics`` says which mean and std bring it back:
+
+        - ``'unit'``: each unit's own, taken from the input, as MAE's figures do: the
+          picture shows the predicted structure with the true brightness and contrast
+          of every unit (so partly the original's colours);
+        - ``'visible'``: one mean and one std for the whole image, those of its
+          visible units (the mean of their means, the root mean of their variances):
+          the picture then depends only on what the encoder saw, and shows what the
+          model predicts on its own.
+
+        Without ``norm_pix`` the prediction already is in the space of ``inputs``.
         """
-        pred = self.predict_pixels(inputs, self.unit_masks(inputs, data_samples))
+        if statistics not in ('unit', 'visible'):
+            raise ValueError(
+                f"statistics must be 'unit' or 'visible', got {statistics!r}")
+        mask = self.unit_masks(inputs, data_samples)  # B, Hu, Wu on the CPU
+        pred = self.predict_pixels(inputs, mask)  # B, L, p*p*3
         if self.head.norm_pix:
             target = self.head.patchify(inputs)  # B, L, p*p*3
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
+            mean = target.mean(dim=-1, keepdim=True)  # B, L, 1
+            var = target.var(dim=-1, keepdim=True)  # B, L, 1
+            if statistics == 'visible':
+                visible = (~mask.flatten(1)).to(pred)[..., None]  # B, L, 1
+                count = visible.sum(dim=1, keepdim=True)  # B, 1, 1
+                mean = (mean * visible).sum(dim=1, keepdim=True) / count
+                var = (var * visible).sum(dim=1, keepdim=True) / count
             pred = pred * (var + 1.e-6)**.5 + mean
         return self.head.unpatchify(pred)
