@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -29,6 +30,16 @@ def _restore_default_scope():
     DefaultScope._instance_dict.update(saved)
 
 
+@pytest.fixture
+def mmpretrain_scope():
+    """Build in mmpretrain's registries whatever scope an earlier test left current
+    (modules that build from configs use it: ``pytestmark =
+    pytest.mark.usefixtures('mmpretrain_scope')``)."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        yield
+
+
 def pytest_configure(config) -> None:
     """One torch thread: the suite's tensors are tiny, and on a shared 2-core machine
     two spinning threads cost many times the work (tools' subprocesses set
@@ -45,8 +56,9 @@ def free_port() -> int:
 
 
 def tool_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """The environment the tools run in: this venv's ``python`` first on ``PATH`` (the
-    ``dist_*.sh`` scripts call plain ``python``), one thread per process, a free port."""
+    """The environment the tools run in: this venv's ``python`` first on ``PATH``, one
+    thread per process, a free port. (The ``dist_*.sh`` scripts take ``$PYTHON``, else
+    the repository's ``.venv``, else ``python3``: ``tools/_launch.sh``.)"""
     env = dict(os.environ)
     env['PATH'] = osp.dirname(sys.executable) + os.pathsep + env.get('PATH', '')
     env['PYTHONPATH'] = REPO_ROOT + os.pathsep + env.get('PYTHONPATH', '')
@@ -156,3 +168,45 @@ def tiny_cls_run(tmp_path_factory, image_folder) -> Dict[str, object]:
     result = _run_tool(['tools/dist_train.sh', config, '2', '--work-dir', work_dir],
                        timeout=300, env=env)
     return dict(config=config, work_dir=work_dir, env=env, result=result)
+
+
+@pytest.fixture(scope='session')
+def greenmim_ddp_run(tmp_path_factory) -> Dict[str, object]:
+    """The tiny GreenMIM config (``tests/tools/configs/tiny_greenmim.py``) trained
+    for 2 iterations by 2 processes over gloo (``tools/dist_train.sh``), then resumed
+    for a third with ``--resume`` (what ``tools/train.py`` runs, in this process: a
+    subprocess would cost another import of the whole stack), with
+    ``tests/tools/ddp_probe.py``'s hook recording every process into
+    ``<work_dir>/probe``.
+
+    Shared, so treat ``work_dir`` as read-only. Returns ``dict(config, work_dir,
+    train, resumed, seconds)``: the ``ToolResult`` of the distributed run, whether
+    the resumed run finished (None when the distributed one failed), and the wall
+    time of both.
+    """
+    from greenmim_mm.engine.launch import prepare_train, train
+
+    root = tmp_path_factory.mktemp('greenmim_ddp')
+    config = str(root / 'tiny_greenmim_probed.py')
+    with open(config, 'w') as f:
+        f.write(f"_base_ = [{osp.join(TEST_CONFIGS, 'tiny_greenmim.py')!r}]\n"
+                "custom_imports = dict(imports=['greenmim_mm', 'ddp_probe'],\n"
+                "                      allow_failed_imports=False)\n"
+                "custom_hooks = [dict(type='DDPProbeHook')]\n")
+    work_dir = str(root / 'work')
+    probe_path = osp.join(REPO_ROOT, 'tests', 'tools')
+    env = {'PYTHONPATH': os.pathsep.join(
+        [REPO_ROOT, probe_path, os.environ.get('PYTHONPATH', '')])}
+    start = time.time()
+    result = _run_tool(['tools/dist_train.sh', config, '2', '--work-dir', work_dir],
+                       timeout=300, env=env)
+    resumed = None
+    if result.returncode == 0:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            monkeypatch.syspath_prepend(probe_path)
+            monkeypatch.setenv('LOCAL_RANK', '0')  # the parser sets it
+            train(prepare_train([config, '--work-dir', work_dir, '--resume',
+                                 '--cfg-options', 'train_cfg.max_iters=3']))
+        resumed = True
+    return dict(config=config, work_dir=work_dir, train=result, resumed=resumed,
+                seconds=time.time() - start)

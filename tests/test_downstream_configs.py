@@ -2,9 +2,8 @@
 checkpoints load into them strictly through ``init_cfg=dict(type='GreenMIMPretrained')``:
 no silent random init, window changes resized, only documented keys new."""
 import contextlib
-import glob
 import os.path as osp
-from typing import Dict, Iterator
+from typing import Dict, Iterator, Tuple
 from unittest import mock
 
 import numpy as np
@@ -19,28 +18,19 @@ from mmpretrain.models import SVT, SwinTransformer
 from torch import nn
 
 import greenmim_mm  # noqa: F401  (registration, checkpoint compat)
+from greenmim_mm.engine.compat import resize_relative_position_bias_table
 from greenmim_mm.engine.layer_decay import svt_layer_depth
 from greenmim_mm.engine.pretrained_init import (CheckpointMismatchError,
-                                                StrictPretrainedInit,
-                                                resize_relative_position_bias_table)
+                                                StrictPretrainedInit)
+from greenmim_mm.engine.schedules import resolved_schedule
+from config_files import REPO_ROOT, config_files, is_alias
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIGS = sorted(
-    glob.glob(osp.join(REPO_ROOT, 'configs', 'classification', '*.py')) +
-    glob.glob(osp.join(REPO_ROOT, 'configs', 'detection', '*.py')))
+CONFIGS = [p for p in config_files('classification') + config_files('detection')
+           if not is_alias(p)]
 TINY_SWIN = dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4])
 TINY_SVT = dict(embed_dims=[16, 32, 32, 64], depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4],
                 patch_sizes=[4, 2, 2, 2], strides=[4, 2, 2, 2], mlp_ratios=[2, 2, 2, 2],
                 sr_ratios=[8, 4, 2, 1], window_sizes=[4, 4, 4, 4])
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Small tensors: one intra-op thread is faster, and spins no core on a busy box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager
@@ -125,14 +115,55 @@ def test_config_builds_and_runs(path):
             assert model.head(feats).shape == (1, 1000)
 
 
+def expected_layer_depths(model: nn.Module) -> Tuple[Dict[str, int], int]:
+    """Layer depth of every parameter of a classifier, by walking its backbone in
+    forward order (written independently of the depth functions under test):
+    the stem is 0, the k-th block of the whole backbone is k, a stage's
+    down-sampling into the next stage (and, for Twins, the stage's output norm) goes
+    with the stage's last block, a Twins position encoding with its stage's first
+    block, and everything else (head, last norm) is the top, ``blocks + 1``.
+    Returns ``({name: depth}, number of layers = blocks + 2)``."""
+    backbone = model.backbone
+    blocks = 0
+    named: Dict[str, Tuple[nn.Module, int]] = {}  # module prefix -> (module, depth)
+    if isinstance(backbone, SwinTransformer):
+        named['patch_embed'] = (backbone.patch_embed, 0)
+        for i, stage in enumerate(backbone.stages):
+            for j, block in enumerate(stage.blocks):
+                blocks += 1
+                named[f'stages.{i}.blocks.{j}'] = (block, blocks)
+            if stage.downsample is not None:
+                named[f'stages.{i}.downsample'] = (stage.downsample, blocks)
+    else:
+        assert isinstance(backbone, SVT), type(backbone)
+        named['patch_embeds.0'] = (backbone.patch_embeds[0], 0)
+        for i, stage in enumerate(backbone.stages):
+            first = blocks + 1
+            for j, layer in enumerate(stage):
+                blocks += 1
+                named[f'stages.{i}.{j}'] = (layer, blocks)
+            named[f'position_encodings.{i}'] = (backbone.position_encodings[i], first)
+            if i + 1 < len(backbone.stages):
+                named[f'patch_embeds.{i + 1}'] = (backbone.patch_embeds[i + 1], blocks)
+                named[f'norm_after_stage{i}'] = (getattr(backbone, f'norm_after_stage{i}'),
+                                                 blocks)
+    top = blocks + 1
+    depths = {name: top for name, _ in model.named_parameters()}
+    for prefix, (module, depth) in named.items():
+        for name, _ in module.named_parameters():
+            depths[f'backbone.{prefix}.{name}'] = depth
+    return depths, blocks + 2
+
+
 @pytest.mark.parametrize('path', [p for p in CONFIGS if '/classification/' in p],
                          ids=osp.basename)
 def test_classification_recipe(path):
     """100 epochs, AdamW, layer-wise lr decay from the head down to the stem."""
     cfg = Config.fromfile(path)
     assert cfg.train_cfg.max_epochs == 100
-    assert [s.type for s in cfg.param_scheduler] == ['LinearLR', 'CosineAnnealingLR']
-    assert cfg.param_scheduler[1].end == 100 and cfg.param_scheduler[0].end == 20
+    schedule = resolved_schedule(cfg)  # FractionOfRun -> the schedulers it builds
+    assert [s['type'] for s in schedule] == ['LinearLR', 'CosineAnnealingLR']
+    assert schedule[1]['end'] == 100 and schedule[0]['end'] == 20
     optim = cfg.optim_wrapper
     assert optim.optimizer.type == 'AdamW' and optim.optimizer.weight_decay == 0.05
     augments = [a.type for a in cfg.model.train_cfg.augments]
@@ -147,9 +178,11 @@ def test_classification_recipe(path):
         wrapper = build_optim_wrapper(model, optim)
     groups = {g['param_name']: g for g in wrapper.optimizer.param_groups}
     rate = optim.paramwise_cfg.layer_decay_rate
-    stem = next(k for k in groups if k.startswith('backbone.patch_embed'))
-    num_layers = sum(model.backbone.depths) + 2
-    assert groups[stem]['lr_scale'] == pytest.approx(rate**(num_layers - 1))
+    depths, num_layers = expected_layer_depths(model)
+    assert set(groups) == set(depths)
+    for name, depth in depths.items():  # every parameter, stem to head
+        assert groups[name]['lr_scale'] == pytest.approx(rate**(num_layers - 1 - depth)), \
+            name
     assert groups['head.fc.weight']['lr_scale'] == 1.0
     assert groups['head.fc.bias']['weight_decay'] == 0.0
     assert groups['head.fc.weight']['weight_decay'] == 0.05
@@ -162,8 +195,9 @@ def test_detection_schedule(path):
     cfg = Config.fromfile(path)
     epochs, milestones = (36, [27, 33]) if '3x' in path else (12, [8, 11])
     assert cfg.train_cfg.max_epochs == epochs
-    assert cfg.param_scheduler[1].milestones == milestones
-    assert cfg.param_scheduler[1].end == epochs
+    schedule = resolved_schedule(cfg)  # FractionOfRun -> the schedulers it builds
+    assert schedule[1]['milestones'] == milestones
+    assert schedule[1]['end'] == epochs
     assert (cfg.optim_wrapper.optimizer.type, cfg.optim_wrapper.optimizer.lr,
             cfg.optim_wrapper.optimizer.weight_decay) == ('AdamW', 1e-4, 0.05)
     transforms = [t.type for t in cfg.train_dataloader.dataset.pipeline]
@@ -292,8 +326,8 @@ def test_pretrain_checkpoint_loads_into_the_detector(tmp_path):
     the demo Mask R-CNN: every backbone tensor loads; the only backbone keys it does
     not provide are the new output norms of stages 0-2. Read with
     ``torch.load(weights_only=True)`` (a message hub inside), as mmengine reads it."""
-    pretrain_cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'pretrain',
-                                            'greenmim_swin_demo.py'))
+    pretrain_cfg = Config.fromfile(osp.join(
+        REPO_ROOT, 'configs', 'pretrain', 'greenmim_swin-demo-w4_1xb16-400it_photos-128px.py'))
     pretrain = build(pretrain_cfg.model, 'mmpretrain')
     source = pretrain.state_dict()
     path = str(tmp_path / 'iter_4.pth')
@@ -301,8 +335,9 @@ def test_pretrain_checkpoint_loads_into_the_detector(tmp_path):
                     message_hub=message_hub_state()), path)
     torch.load(path, weights_only=True)  # what mmengine's loader does under torch>=2.6
 
-    det_cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'detection',
-                                       'greenmim_swin_demo_mask-rcnn.py'))
+    det_cfg = Config.fromfile(osp.join(
+        REPO_ROOT, 'configs', 'detection',
+        'greenmim_mask-rcnn_swin-demo-w4_fpn_1xb4-1500it_shapes-128px.py'))
     det_cfg.model.backbone.init_cfg.checkpoint = path
     detector = build(det_cfg.model, 'mmdet')
     with DefaultScope.overwrite_default_scope('mmdet'):

@@ -10,31 +10,56 @@ The result is what mmdet's ``CocoDataset`` reads with ``data_root=OUT_DIR``,
 ``('circle', 'square', 'triangle')``.
 """
 import argparse
-import sys
+import json
+from typing import List, Optional
 
 from greenmim_mm.datasets.demo_coco import make_demo_coco
+from greenmim_mm.engine.errors import (ArgumentParser, UsageError, add_debug_flag,
+                                       run_tool)
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+def at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f'must be >= {minimum}, got {value}')
+        return value
+    parse.__name__ = 'integer'  # argparse names the type in its message
+    return parse
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('out_dir', help='folder to write the images and annotations to')
-    parser.add_argument('--num-train', type=int, default=40, help='training images')
-    parser.add_argument('--num-val', type=int, default=10, help='validation images')
-    parser.add_argument('--size', type=int, default=128, help='image side in pixels')
+    parser.add_argument('--num-train', type=at_least(1), default=40,
+                        help='training images (at least 1)')
+    parser.add_argument('--num-val', type=at_least(1), default=10,
+                        help='validation images (at least 1: the demo configs evaluate '
+                        'on them)')
+    parser.add_argument('--size', type=at_least(32), default=128,
+                        help='image side in pixels (at least 32)')
     parser.add_argument('--seed', type=int, default=0, help='the set depends only on it')
-    return parser.parse_args()
+    add_debug_flag(parser)
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
     try:
         paths = make_demo_coco(args.out_dir, args.num_train, args.num_val,
                                args.size, args.seed)
-    except (ValueError, OSError) as error:
-        sys.exit(f'error: {error}')
-    for key in ('train_ann', 'val_ann'):
-        print(f'{key}: {paths[key]}')
+    except OSError as error:  # e.g. a folder that cannot be written
+        raise UsageError(f'cannot write the set to {args.out_dir}: {error}; give a '
+                         'writable folder') from error
+    for split in ('train', 'val'):
+        with open(paths[f'{split}_ann']) as f:
+            annotations = json.load(f)
+        folder = paths[f'{split}_img_dir']
+        print(f'{split}: {len(annotations["images"])} images, '
+              f'{len(annotations["annotations"])} shapes in {folder}/, '
+              f'annotations {paths[f"{split}_ann"]}')
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -1,25 +1,2 @@
-# Swin-B (window 7, 224 px) fine-tuned on ImageNet-1k from a GreenMIM checkpoint.
-# Paper / GreenMIM README: 83.8 top-1 after 800 pretraining epochs.
-#   bash tools/dist_train.sh configs/classification/greenmim_swin-b_8xb128-coslr-100e_in1k.py 8 \
-#       --cfg-options model.backbone.init_cfg.checkpoint=PRETRAIN.pth
-_base_ = [
-    'mmpretrain::_base_/models/swin_transformer/base_224.py',
-    '../_base_/classification/greenmim_finetune_in1k.py',
-]
-
-model = dict(
-    backbone=dict(
-        arch='base',
-        img_size=224,
-        window_size=7,
-        drop_path_rate=0.1,  # GreenMIM's Swin-B fine-tune config
-        init_cfg=dict(
-            type='GreenMIMPretrained',
-            # configs/pretrain/greenmim_swin_b.py writes it here
-            checkpoint='work_dirs/greenmim_swin_b/epoch_800.pth',
-            prefix='backbone.')))
-
-# GreenMIM fine-tunes Swin-B with 1024 images per step: 8 GPUs x 128
-train_dataloader = dict(batch_size=128)
-optim_wrapper = dict(optimizer=dict(lr=1.25e-3 * 1024 / 512))  # 2.5e-3
-auto_scale_lr = dict(base_batch_size=1024)
+# Old name of greenmim_swin-base-w7_8xb128-coslr-100e_in1k.py (kept so that existing commands keep working).
+_base_ = ['./greenmim_swin-base-w7_8xb128-coslr-100e_in1k.py']

@@ -1,27 +1,2 @@
-# Twins-SVT-L (ALTGVT-L) fine-tuned on ImageNet-1k from a GreenMIM checkpoint, with the
-# Swin-B recipe (GreenMIM publishes no Twins fine-tune config).
-#   bash tools/dist_train.sh configs/classification/greenmim_twins-l_8xb128-coslr-100e_in1k.py 8 \
-#       --cfg-options model.backbone.init_cfg.checkpoint=PRETRAIN.pth
-_base_ = [
-    'mmpretrain::_base_/models/twins_svt_base.py',
-    '../_base_/classification/greenmim_finetune_in1k.py',
-]
-
-model = dict(
-    backbone=dict(
-        # 'large': dims 128/256/512/1024, depths 2/2/18/2, heads 4/8/16/32,
-        # window 7, sr ratios 8/4/2/1
-        arch='large',
-        drop_path_rate=0.2,  # between GreenMIM's Swin-B (0.1) and Swin-L (0.3)
-        init_cfg=dict(
-            type='GreenMIMPretrained',
-            checkpoint='work_dirs/greenmim_twins_l/epoch_800.pth',
-            prefix='backbone.')),
-    head=dict(in_channels=1024))
-
-train_dataloader = dict(batch_size=128)  # 8 GPUs x 128 = 1024
-auto_scale_lr = dict(base_batch_size=1024)
-optim_wrapper = dict(
-    optimizer=dict(lr=1.25e-3 * 1024 / 512),  # 2.5e-3
-    # SVT has no get_layer_depth; this constructor supplies one
-    constructor='SVTLayerDecayOptimWrapperConstructor')
+# Old name of greenmim_twins-large_8xb128-coslr-100e_in1k.py (kept so that existing commands keep working).
+_base_ = ['./greenmim_twins-large_8xb128-coslr-100e_in1k.py']

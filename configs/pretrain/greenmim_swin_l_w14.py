@@ -1,14 +1,2 @@
-# GreenMIM Swin-L with 14 x 14 windows (the paper's Swin-L), same recipe as Swin-B.
-_base_ = ['./greenmim_swin_b.py']
-
-model = dict(
-    backbone=dict(
-        arch='large',
-        window_size=14,
-        # 224 px: the last stage's map is 7 x 7, smaller than a 14 window. Like the
-        # published code (Swin shrinks the window to the map) its window is 7, not a
-        # 14 window over zero padding: with padding, the dense forward would attend to
-        # the padded zeros while the visible-only forward cannot. Fine-tuning uses the
-        # same stage_cfgs, so every relative-position table loads unchanged.
-        stage_cfgs=[dict(), dict(), dict(), dict(window_size=7)]),
-    neck=dict(embed_dim=192 * 2**3))  # Swin-L last stage: 1536
+# Old name of greenmim_swin-large-w14_8xb256-amp-coslr-800e_in1k.py (kept so that existing commands keep working).
+_base_ = ['./greenmim_swin-large-w14_8xb256-amp-coslr-800e_in1k.py']

@@ -1,6 +1,2 @@
-# GreenMIM Swin-T (window 7), same recipe as Swin-B.
-_base_ = ['./greenmim_swin_b.py']
-
-model = dict(
-    backbone=dict(arch='tiny'),
-    neck=dict(embed_dim=96 * 2**3))  # Swin-T last stage: 768
+# Old name of greenmim_swin-tiny-w7_8xb256-amp-coslr-800e_in1k.py (kept so that existing commands keep working).
+_base_ = ['./greenmim_swin-tiny-w7_8xb256-amp-coslr-800e_in1k.py']

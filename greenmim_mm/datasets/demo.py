@@ -13,20 +13,26 @@ import numpy as np
 from mmpretrain.datasets import BaseDataset
 from mmpretrain.registry import DATASETS
 
-# Photographs (not synthetic patterns) in ``skimage.data``'s package directory; the
-# grayscale ones are read as three equal channels.
+# The 17 photographs (not synthetic patterns) in ``skimage.data``'s package directory
+# (no download); the grayscale ones are read as three equal channels.
 DEMO_PHOTOS = {
     'astronaut': 'astronaut.png',
+    'brick': 'brick.png',
     'camera': 'camera.png',
+    'cell': 'cell.png',
     'chelsea': 'chelsea.png',
+    'clock': 'clock_motion.png',
     'coffee': 'coffee.png',
     'coins': 'coins.png',
+    'grass': 'grass.png',
+    'gravel': 'gravel.png',
     'hubble_deep_field': 'hubble_deep_field.jpg',
     'immunohistochemistry': 'ihc.png',
     'moon': 'moon.png',
     'motorcycle': 'motorcycle_left.png',
     'retina': 'retina.jpg',
     'rocket': 'rocket.jpg',
+    'text': 'text.png',
 }
 
 

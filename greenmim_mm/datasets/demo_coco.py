@@ -141,8 +141,9 @@ def make_demo_coco(out_dir: str, num_train: int = 40, num_val: int = 10,
     """
     if size < 32:
         raise ValueError(f'size must be at least 32 pixels, got {size}')
-    if num_train < 0 or num_val < 0:
-        raise ValueError(f'image counts must be >= 0, got {num_train}, {num_val}')
+    if num_train < 1 or num_val < 0:
+        raise ValueError(f'image counts must be >= 1 (train) and >= 0 (val), got '
+                         f'{num_train}, {num_val}')
     paths = dict(data_root=out_dir)
     for split, num in zip(SPLITS, (num_train, num_val)):
         paths[f'{split}_ann'] = _make_split(out_dir, split, num, size, seed)

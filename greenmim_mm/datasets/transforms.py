@@ -15,11 +15,10 @@ transform put them: the device only ever receives the (B, L) copy the loss needs
 """
 from typing import Optional
 
-import numpy as np
 from mmcv.transforms import BaseTransform
 from mmpretrain.registry import TRANSFORMS
 
-from ..ops.masking import num_visible_units, unit_grid
+from ..ops.masking import num_visible_units, random_unit_masks, unit_grid
 
 
 @TRANSFORMS.register_module()
@@ -30,6 +29,10 @@ class GreenMIMMaskGenerator(BaseTransform):
     masked count up (``ceil(L * ratio)``) instead of keeping ``int(L * (1 - ratio))``
     visible units, needs a square size fixed in the config, and expands the mask to
     the token grid of the first stage. This one reads the size from the image.
+
+    The mask is drawn with :func:`greenmim_mm.ops.masking.random_unit_masks` from
+    torch's global generator, which mmengine seeds in every dataloader worker
+    (``randomness=dict(seed=...)``); ``torch.manual_seed`` makes it reproducible.
 
     **Required Keys:**
 
@@ -61,12 +64,9 @@ class GreenMIMMaskGenerator(BaseTransform):
     def transform(self, results: dict) -> Optional[dict]:
         """Add ``results['mask']``, a ``(Hu, Wu)`` bool array (True = masked)."""
         height, width = results['img'].shape[:2]
-        grid_h, grid_w = unit_grid((height, width), self.mask_unit)
-        num_units = grid_h * grid_w
-        num_visible = num_visible_units(num_units, self.mask_ratio)
-        mask = np.ones(num_units, dtype=bool)
-        mask[np.random.permutation(num_units)[:num_visible]] = False
-        results['mask'] = mask.reshape(grid_h, grid_w)
+        grid = unit_grid((height, width), self.mask_unit)
+        num_visible = num_visible_units(grid[0] * grid[1], self.mask_ratio)
+        results['mask'] = random_unit_masks(1, grid, num_visible)[0].numpy()
         return results
 
     def __repr__(self) -> str:

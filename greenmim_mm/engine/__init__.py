@@ -1,1 +1,3 @@
-from . import compat, hooks, layer_decay, pretrained_init  # noqa: F401  (registration side effects)
+from . import console  # noqa: F401  (first: its warning filters precede mmengine)
+from . import (amp, checkpoint, compat, hooks, layer_decay,  # noqa: F401,E402
+               pretrained_init, schedules)  # (registration side effects)

@@ -1,61 +1,62 @@
-"""What ``tools/train.py`` and ``tools/test.py`` share: config checks that fail before
-anything is written, and distributed set-up that also works on machines without GPUs.
+"""The logic of ``tools/train.py`` and ``tools/test.py`` (thin command lines over it):
+argument parsing, config checks that fail before anything is written, distributed
+set-up that also works on machines without GPUs, and the run itself.
 
-Every check here runs *before* the mmengine ``Runner`` exists, so a bad argument never
-leaves a half-written work dir behind.
+Every check runs in :func:`prepare_train` / :func:`prepare_test`, *before* the
+mmengine ``Runner`` exists, so a bad argument (a :class:`UsageError`) never leaves a
+half-written work dir behind. How the tools report it (one line, exit code 2) is
+:mod:`greenmim_mm.engine.errors`; the ``--cfg-options`` checks are
+:mod:`greenmim_mm.engine.cfg_options`, the others :mod:`greenmim_mm.engine.config_checks`.
 """
-import difflib
+import argparse
 import os
 import os.path as osp
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
 
+from .amp import AMP_DTYPES, use_safe_optim_wrapper
+from .cfg_options import merge_cfg_options
+from .checkpoint import use_safe_checkpoint_hook
+from .config_checks import (check_data_roots, check_schedule, require_checkpoint,
+                            set_data_root)
+from .errors import ArgumentParser, KeyValueAction, UsageError, add_debug_flag
 
-class UsageError(ValueError):
-    """A bad command-line argument; the tools print it as one line and exit 2."""
+__all__ = ['UsageError', 'evaluate', 'load_config', 'prepare_test', 'prepare_train',
+           'train']
 
 
-def load_config(path: str, cfg_options: Optional[Dict[str, Any]] = None) -> Config:
-    """Read a config and merge ``--cfg-options``, rejecting keys that do not exist."""
+def use_safe_components(cfg: Config, amp: bool = False,
+                        amp_dtype: Optional[str] = None) -> None:
+    """mmengine's checkpoint hook and optim wrappers as their safe subclasses here
+    (same arguments): crash-safe checkpoints, non-finite steps skipped, AMP on any
+    device (``amp``/``amp_dtype``: ``--amp``/``--amp-dtype``)."""
+    use_safe_checkpoint_hook(cfg)
+    use_safe_optim_wrapper(cfg, amp, amp_dtype)
+
+
+def load_config(path: str, cfg_options: Optional[Dict[str, Any]] = None,
+                amp: bool = False, amp_dtype: Optional[str] = None) -> Config:
+    """Read a config, run it with :func:`use_safe_components` and merge
+    ``--cfg-options`` (checked first: no typo of a key, no key nothing reads, no text
+    for a number); then bind ``greenmim_collate`` to the model's backbone (one source
+    of geometry)."""
+    from ..datasets.collate import bind_collate_backbone
     if not osp.isfile(path):
-        raise UsageError(f'config file not found: {path} '
-                         '(give the path of a .py file under configs/)')
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        for key in cfg_options:
-            _check_key_exists(cfg, key)
-        cfg.merge_from_dict(cfg_options)
+        raise UsageError(f'config file not found: {path}; '
+                         'give the path of a .py file under configs/')
+    try:
+        cfg = Config.fromfile(path)
+    except (SyntaxError, NameError, FileNotFoundError) as error:
+        raise UsageError(f'cannot read the config {path}: {type(error).__name__}: '
+                         f'{error}; fix the file') from error
+    use_safe_components(cfg, amp, amp_dtype)  # first: their own arguments are accepted
+    merge_cfg_options(cfg, cfg_options)
+    use_safe_components(cfg, amp, amp_dtype)  # the types --cfg-options may have set
+    bind_collate_backbone(cfg)
     return cfg
-
-
-def _check_key_exists(cfg: Config, dotted_key: str) -> None:
-    """Raise ``UsageError`` unless ``dotted_key`` (``a.b.0.c``) names an existing entry."""
-    node: Any = cfg
-    walked = []
-    for part in dotted_key.split('.'):
-        if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, (dict, Config)) and part in node:  # a Config is not a dict
-            node = node[part]
-        else:
-            where = '.'.join(walked) or 'the top level'
-            choices = list(node.keys()) if isinstance(node, (dict, Config)) else []
-            close = difflib.get_close_matches(part, choices, n=3)
-            hint = f'; did you mean {", ".join(close)}?' if close else ''
-            raise UsageError(
-                f'--cfg-options key "{dotted_key}" does not exist: no "{part}" in '
-                f'{where}{hint} (add new keys in a config that inherits this one)')
-        walked.append(part)
-
-
-def require_file(path: Optional[str], what: str) -> None:
-    """Raise ``UsageError`` if ``path`` is given and is not a readable file."""
-    if path is not None and not osp.isfile(path):
-        raise UsageError(f'{what} not found: {path} (check the path: training writes '
-                         'its checkpoints into the work dir, e.g. iter_1000.pth)')
 
 
 def default_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> str:
@@ -89,3 +90,194 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
     os.environ.setdefault('LOCAL_RANK', '0')
+
+
+# ----------------------------------------------------------------------------------
+# tools/train.py
+# ----------------------------------------------------------------------------------
+def _add_common_args(parser: argparse.ArgumentParser, cfg_example: str) -> None:
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=KeyValueAction,
+        help=f'override settings of the config, e.g. {cfg_example}')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument(
+        '--verbose', action='store_true',
+        help="print everything mmengine logs (environment, config, hook table, "
+        "optimizer settings per parameter); they always go to the run's log file")
+    add_debug_flag(parser)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """The command line of ``tools/train.py`` (mmpretrain/mmdet flags)."""
+    parser = ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from the given checkpoint, or from the latest checkpoint '
+        'in the work dir when no path is given')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision: bfloat16 on the CPU and on GPUs that '
+                        'support it, float16 on older GPUs')
+    parser.add_argument('--amp-dtype', choices=AMP_DTYPES,
+                        help='mixed precision in this dtype (implies --amp)')
+    parser.add_argument('--data-root',
+                        help='folder of the training data (train_dataloader.dataset.'
+                        'data_root), e.g. your own images for the *_folder configs')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by the real batch size over the '
+                        "config's auto_scale_lr.base_batch_size")
+    parser.add_argument('--no-validate', action='store_true',
+                        help='do not evaluate checkpoints during training')
+    _add_common_args(parser, 'model.backbone.arch=tiny')
+    return parser
+
+
+def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Apply the command-line flags to the config (mmpretrain's train.py rules)."""
+    cfg.launcher = args.launcher
+    cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
+    if args.data_root is not None:
+        set_data_root(cfg, args.data_root)
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise UsageError('--auto-scale-lr needs auto_scale_lr.base_batch_size in '
+                             'the config; set it with --cfg-options '
+                             'auto_scale_lr.base_batch_size=N')
+        cfg.auto_scale_lr.enable = True
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        require_checkpoint(args.resume, 'checkpoint to resume from',
+                           '--resume without a file resumes from the newest complete '
+                           'checkpoint of the work dir')
+        cfg.resume, cfg.load_from = True, args.resume
+    require_checkpoint(cfg.get('load_from'), 'load_from checkpoint')
+    check_schedule(cfg)
+    check_data_roots(cfg, ['train_dataloader'] + ([] if args.no_validate or
+                                                  not cfg.get('val_cfg') else
+                                                  ['val_dataloader']))
+    return cfg
+
+
+def _parse(parser: argparse.ArgumentParser,
+           argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def _merge_console_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """``--verbose``: mmengine's full terminal (see :mod:`greenmim_mm.engine.console`)."""
+    if args.verbose:
+        cfg.console_log = 'full'
+    return cfg
+
+
+def prepare_train(argv: Optional[Sequence[str]] = None) -> Config:
+    """Parse ``tools/train.py``'s arguments into the config to train with.
+
+    Raises:
+        UsageError: a bad argument, before anything is written.
+    """
+    args = _parse(train_parser(), argv)
+    cfg = merge_train_args(
+        load_config(args.config, args.cfg_options, args.amp, args.amp_dtype), args)
+    _merge_console_args(cfg, args)
+    setup_distributed(cfg, args.launcher)
+    return cfg
+
+
+def _build_runner(cfg: Config):
+    """The runner, with a quiet terminal and the run report (header, final block)."""
+    from .run_report import build_runner
+    return build_runner(cfg)
+
+
+def _end_distributed() -> None:
+    if torch_dist.is_initialized():  # a gloo group left to interpreter exit can abort
+        torch_dist.destroy_process_group()
+
+
+def train(cfg: Config) -> None:
+    """Train with mmengine's ``Runner`` (a config from :func:`prepare_train`)."""
+    _build_runner(cfg).train()
+    _end_distributed()
+
+
+# ----------------------------------------------------------------------------------
+# tools/test.py
+# ----------------------------------------------------------------------------------
+def evaluation_parser() -> argparse.ArgumentParser:
+    """The command line of ``tools/test.py`` (mmpretrain/mmdet flags)."""
+    parser = ArgumentParser(description='Test (and evaluate) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the evaluation logs')
+    parser.add_argument('--out', help='dump the predictions to this pickle file')
+    parser.add_argument('--show-dir', help='save drawn predictions to this folder '
+                        '(relative to the timestamped log folder in the work dir)')
+    _add_common_args(parser, 'test_dataloader.batch_size=1')
+    return parser
+
+
+def merge_test_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Apply the command-line flags to the config (mmpretrain/mmdet test.py rules)."""
+    require_checkpoint(args.checkpoint, 'checkpoint')
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        raise UsageError(f'--out must name a .pkl file, got {args.out}; e.g. '
+                         '--out results.pkl')
+    if cfg.get('test_dataloader') is None:
+        raise UsageError(f'{args.config} has no test_dataloader to evaluate with; test '
+                         'with a fine-tuning config (classification/ or detection/)')
+    check_data_roots(cfg, ['test_dataloader'])
+    cfg.launcher = args.launcher
+    cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
+    cfg.load_from = args.checkpoint
+    if args.show_dir is not None:
+        visualization = cfg.get('default_hooks', {}).get('visualization')
+        if visualization is None:
+            raise UsageError('--show-dir needs default_hooks.visualization in the '
+                             'config; add a visualization hook or drop --show-dir')
+        if cfg.get('default_scope') == 'mmdet':  # mmdet's DetVisualizationHook
+            visualization.update(draw=True, test_out_dir=args.show_dir)
+        else:  # mmpretrain's VisualizationHook
+            visualization.update(enable=True, out_dir=args.show_dir)
+    return cfg
+
+
+def prepare_test(argv: Optional[Sequence[str]] = None) -> Tuple[Config, Optional[str]]:
+    """Parse ``tools/test.py``'s arguments into the config to evaluate with and the
+    ``--out`` file (or None).
+
+    Raises:
+        UsageError: a bad argument, before anything is written.
+    """
+    args = _parse(evaluation_parser(), argv)
+    cfg = merge_test_args(load_config(args.config, args.cfg_options), args)
+    _merge_console_args(cfg, args)
+    setup_distributed(cfg, args.launcher)
+    return cfg, args.out
+
+
+def _dump_metric(cfg: Config, out_file: str):
+    """The metric that writes raw predictions: mmdet's encodes masks as RLE."""
+    if cfg.get('default_scope') == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        return DumpDetResults(out_file_path=out_file)
+    from mmengine.evaluator import DumpResults
+    return DumpResults(out_file_path=out_file)
+
+
+def evaluate(cfg: Config, out_file: Optional[str] = None) -> None:
+    """Evaluate with mmengine's ``Runner`` (what :func:`prepare_test` returns);
+    ``out_file``: also dump every prediction to this pickle file."""
+    runner = _build_runner(cfg)
+    if out_file is not None:
+        runner.test_evaluator.metrics.append(_dump_metric(cfg, out_file))
+    runner.test()
+    _end_distributed()

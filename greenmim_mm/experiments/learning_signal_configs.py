@@ -1,6 +1,6 @@
 """The configs of the learning-signal experiment, derived in code from the demo config.
 
-Three kinds of run, all for the demo's tiny Swin (``configs/pretrain/greenmim_swin_demo.py``:
+Three kinds of run, all for the demo's tiny Swin (``configs/pretrain/greenmim_swin-demo-w4_1xb16-400it_photos-128px.py``:
 32 channels, depths 2/2/2/2, window 4, 128 px):
 
 * **GreenMIM pretraining**: the demo config as it is -- model, optimiser, augmentation
@@ -22,8 +22,11 @@ from typing import Optional, Sequence
 
 from mmengine.config import Config, ConfigDict
 
+from ..datasets.collate import bind_collate_backbone
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DEMO_CONFIG = osp.join(REPO_ROOT, 'configs', 'pretrain', 'greenmim_swin_demo.py')
+DEMO_CONFIG = osp.join(REPO_ROOT, 'configs', 'pretrain',
+                       'greenmim_swin-demo-w4_1xb16-400it_photos-128px.py')
 SIMMIM_CONFIG = 'mmpretrain::simmim/simmim_swin-base-w6_8xb256-amp-coslr-100e_in1k-192px.py'
 RUNTIME_CONFIG = 'mmpretrain::_base_/default_runtime.py'
 METHODS = ('greenmim', 'simmim')
@@ -40,12 +43,15 @@ def load_demo_config(path: str = DEMO_CONFIG) -> Config:
 
 
 def _budget_schedule(cfg: Config) -> dict:
-    """The demo's LinearLR + CosineAnnealingLR as fractions of its ``max_iters``."""
+    """The demo's warm-up + cosine (``FractionOfRun`` shares of the run) for the budget hook."""
     warmup, cosine = cfg.param_scheduler
+    if warmup.get('type') != 'FractionOfRun' or cosine.get('type') != 'FractionOfRun':
+        raise ValueError('The base config must schedule its lr with two FractionOfRun '
+                         'entries (warm-up, cosine), as the demo config does.')
     lr = cfg.optim_wrapper.optimizer.lr
-    return dict(warmup_ratio=warmup.end / cfg.train_cfg.max_iters,
-                start_factor=warmup.start_factor,
-                min_lr_ratio=cosine.eta_min / lr)
+    return dict(warmup_ratio=warmup.stop,
+                start_factor=warmup.scheduler.start_factor,
+                min_lr_ratio=cosine.scheduler.eta_min / lr)
 
 
 def _simmim_model(demo: Config) -> ConfigDict:
@@ -96,6 +102,10 @@ def pretrain_config(method: str, data_root: str, work_dir: str, budget_s: float,
     cfg.train_dataloader.dataset = dict(
         type='CustomDataset', data_root=data_root, data_prefix='unlabelled',
         with_label=False, pipeline=pipeline)
+    if method == 'simmim':
+        cfg.train_dataloader.collate_fn = dict(type='default_collate')
+    else:  # plans in the collate (here in the training process: num_workers=0)
+        bind_collate_backbone(cfg)
     cfg.param_scheduler = None
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=MAX_ITERS)
     cfg.custom_hooks = [dict(type='CPUTimeBudgetHook', budget_s=budget_s, **schedule)]

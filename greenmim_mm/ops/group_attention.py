@@ -2,7 +2,7 @@
 
 The visible tokens ``(B, N, C)`` of a stage go through the module's ``qkv`` linear
 *unpadded*; only q/k/v are scattered into the ``(G, g)`` slot buffer of a
-:class:`~greenmim_mm.ops.grouping.WindowGroupPlan`, attention runs per group with a
+:class:`~greenmim_mm.ops.window_plan.WindowGroupPlan`, attention runs per group with a
 mask that keeps each (sample, window, shift region) to itself, and the output rows of
 the real tokens are gathered back before ``proj``. At every visible token the result
 equals ShiftWindowMSA's dense window attention in which masked tokens (and the zero
@@ -32,10 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .grouping import WindowGroupPlan
+from .window_plan import FLEX_BLOCK, WindowGroupPlan
 
 BACKENDS = ('sdpa', 'flex')
-_FLEX_BLOCK = 128
 
 
 def group_window_attention(x: Tensor,
@@ -47,7 +46,8 @@ def group_window_attention(x: Tensor,
                            bias_table: Optional[Tensor] = None,
                            rel_index: Optional[Tensor] = None,
                            backend: str = 'sdpa',
-                           attn_drop: float = 0.0) -> Tensor:
+                           attn_drop: float = 0.0,
+                           layout: Optional[object] = None) -> Tensor:
     """Window attention of the visible tokens, grouped by ``plan``.
 
     Args:
@@ -65,18 +65,23 @@ def group_window_attention(x: Tensor,
         backend: ``'sdpa'`` or ``'flex'`` (module docstring).
         attn_drop: dropout probability on the attention weights; pass the module's
             ``attn_drop.p`` in training and 0 in evaluation (sdpa only).
+        layout: ``attention_layout(plan, backend)``, computed once for all the blocks
+            that share the plan; made here when None.
 
     Returns:
         ``(B, N, C)`` output of ``proj``, token order unchanged.
     """
     _check_inputs(x, plan, qkv, num_heads, bias_table, rel_index, backend, attn_drop)
     batch, num_tokens, channels = x.shape
+    if layout is None:
+        layout = attention_layout(plan, backend)
     tokens = qkv(x.reshape(batch * num_tokens, channels))  # B*N, 3C'
     if backend == 'sdpa':
-        out = _sdpa_attention(tokens, plan, num_heads, scale, bias_table, rel_index,
-                              attn_drop)
+        out = _sdpa_attention(tokens, plan, layout, num_heads, scale, bias_table,
+                              rel_index, attn_drop)
     else:
-        out = _flex_attention(tokens, plan, num_heads, scale, bias_table, rel_index)
+        out = _flex_attention(tokens, plan, layout, num_heads, scale, bias_table,
+                              rel_index)
     return proj(out).view(batch, num_tokens, -1)  # B, N, C
 
 
@@ -109,54 +114,52 @@ def _check_inputs(x: Tensor, plan: WindowGroupPlan, qkv: nn.Linear, num_heads: i
     if not 0.0 <= attn_drop < 1.0:
         raise ValueError(f'attn_drop must lie in [0, 1), got {attn_drop}.')
     if backend == 'flex' and attn_drop > 0:
-        raise ValueError("attn_drop > 0 is not supported by backend='flex'.")
+        raise ValueError("attn_drop > 0 is not supported by backend='flex': use "
+                         "attn_backend='sdpa' with attention dropout.")
+    if (backend == 'flex' and x.device.type == 'cpu' and x.requires_grad
+            and torch.is_grad_enabled()):
+        raise ValueError("backend='flex' cannot train on the CPU (FlexAttention has no "
+                         "CPU backward): use attn_backend='sdpa' there; flex is for CUDA.")
+
+
+# ----------------------------------------------------------------------------------
+# The device-side layout of a plan, shared by the blocks of one (stage, shift)
+# ----------------------------------------------------------------------------------
+def attention_layout(plan: WindowGroupPlan, backend: str = 'sdpa') -> object:
+    """What the attention of every block that shares ``plan`` reads, made on its device.
+
+    ``'sdpa'``: the ``(G, g, g)`` int64 index of every (query slot, key slot) pair into
+    the relative position index extended by two entries: ``pos_q * ws^2 + pos_k`` for
+    two real tokens of one attention window, ``ws^4`` for a padded slot's pair with
+    itself (bias 0: a padded row is never empty, so never NaN, in any precision) and
+    ``ws^4 + 1`` for every other pair (bias ``-inf``). ``'flex'``: the ``BlockMask``
+    of the sequence plan. A few elementwise kernels on the plan's small tensors, no
+    host work; compute it once per forward and pass it to every block.
+    """
+    if backend == 'flex':
+        return _flex_block_mask(plan)
+    ws2 = plan.window_size ** 2
+    window = plan.slot_window  # G, g
+    pos = plan.slot_pos  # G, g
+    real = window >= 0  # G, g
+    allowed = (window[:, :, None] == window[:, None, :]) & real[:, None, :]  # G, g, g
+    pad_self = (~real)[:, :, None] & torch.eye(
+        plan.group_size, dtype=torch.bool, device=window.device)  # G, g, g
+    pair = pos[:, :, None] * ws2 + pos[:, None, :]  # G, g, g
+    pair = pair.masked_fill(pad_self, ws2 * ws2)
+    return pair.masked_fill(~(allowed | pad_self), ws2 * ws2 + 1)
 
 
 # ----------------------------------------------------------------------------------
 # sdpa backend
 # ----------------------------------------------------------------------------------
-def _key_allowed(plan: WindowGroupPlan) -> Tensor:
-    """``(G, g, g)`` bool: query slot may attend to key slot (cached on the plan).
-
-    Same attention window and a real key; a padded slot attends to itself only.
-    """
-    def build() -> Tensor:
-        window = plan.slot_window  # G, g
-        same = window[:, :, None] == window[:, None, :]  # G, g, g
-        real_key = (window >= 0)[:, None, :]  # G, 1, g
-        eye = torch.eye(plan.group_size, dtype=torch.bool, device=window.device)
-        return (same & real_key) | eye
-    return plan.cached(('allowed', plan.device), build)
-
-
-def _pair_index(plan: WindowGroupPlan) -> Tensor:
-    """``(G, g, g)`` index into ``rel_index.view(-1)`` extended by two entries.
-
-    ``ws^4`` marks a padded slot's self pair (bias 0), ``ws^4 + 1`` a forbidden pair
-    (bias ``-inf``); other pairs are ``pos_q * ws^2 + pos_k``. Cached on the plan.
-    """
-    def build() -> Tensor:
-        ws2 = plan.window_size ** 2
-        pos = plan.slot_pos  # G, g
-        pair = pos[:, :, None] * ws2 + pos[:, None, :]  # G, g, g
-        real = (plan.slot_window >= 0)  # G, g
-        forbidden = ~_key_allowed(plan)
-        pad_self = (~real)[:, :, None] & torch.eye(
-            plan.group_size, dtype=torch.bool, device=pos.device)
-        pair = pair.masked_fill(pad_self, ws2 * ws2)
-        return pair.masked_fill(forbidden, ws2 * ws2 + 1)
-    return plan.cached(('pair', plan.device), build)
-
-
-def _attention_bias(plan: WindowGroupPlan, bias_table: Optional[Tensor],
-                    rel_index: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
-    """Float ``bias + mask`` for sdpa: ``(G, nH, g, g)``, ``(G, 1, g, g)`` or None."""
+def _attention_bias(pair: Tensor, window_size: int, bias_table: Optional[Tensor],
+                    rel_index: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+    """Float ``bias + mask`` for sdpa: ``(G, nH, g, g)``, or ``(G, 1, g, g)`` without bias."""
+    forbidden = window_size ** 4 + 1
     if bias_table is None:
-        if plan.one_window_per_group:
-            return None
-        allowed = _key_allowed(plan)  # G, g, g
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-        return mask.masked_fill(~allowed, float('-inf'))[:, None]  # G, 1, g, g
+        mask = torch.zeros(pair.shape, dtype=dtype, device=pair.device)
+        return mask.masked_fill(pair == forbidden, float('-inf'))[:, None]  # G,1,g,g
     num_entries, num_heads = bias_table.shape
     # Extended table: the stock entries, then 0 (padding self pair), then -inf.
     # Built on the device (no host->device copy, so no stream sync per block).
@@ -166,13 +169,12 @@ def _attention_bias(plan: WindowGroupPlan, bias_table: Optional[Tensor],
     index = torch.cat([rel_index.reshape(-1).to(torch.int64),
                        torch.arange(num_entries, num_entries + 2,
                                     device=rel_index.device)])  # ws^4+2
-    pair = index[_pair_index(plan)]  # G, g, g
-    bias = F.embedding(pair, table)  # G, g, g, nH
+    bias = F.embedding(index[pair], table)  # G, g, g, nH
     return bias.permute(0, 3, 1, 2).to(dtype)  # G, nH, g, g
 
 
-def _sdpa_attention(tokens: Tensor, plan: WindowGroupPlan, num_heads: int,
-                    scale: float, bias_table: Optional[Tensor],
+def _sdpa_attention(tokens: Tensor, plan: WindowGroupPlan, pair: Tensor,
+                    num_heads: int, scale: float, bias_table: Optional[Tensor],
                     rel_index: Optional[Tensor], attn_drop: float) -> Tensor:
     """``(B*N, 3C')`` q/k/v rows -> ``(B*N, C')`` attention output rows."""
     num_groups, g = plan.num_groups, plan.group_size
@@ -181,7 +183,7 @@ def _sdpa_attention(tokens: Tensor, plan: WindowGroupPlan, num_heads: int,
     buffer = buffer.index_copy(0, plan.token_slot, tokens)  # G*g, 3C'
     # 3, G, nH, g, d
     q, k, v = buffer.view(num_groups, g, 3, num_heads, -1).permute(2, 0, 3, 1, 4)
-    attn_mask = _attention_bias(plan, bias_table, rel_index, q.dtype)
+    attn_mask = _attention_bias(pair, plan.window_size, bias_table, rel_index, q.dtype)
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=attn_mask, dropout_p=attn_drop, scale=scale)  # G, nH, g, d
     out = out.transpose(1, 2).reshape(num_groups * g, inner)  # G*g, C'
@@ -195,64 +197,41 @@ _compiled_flex: Optional[Callable] = None
 
 
 def _flex_fn(device: torch.device) -> Callable:
-    """FlexAttention, compiled on CUDA (eager elsewhere: reference speed only)."""
+    """FlexAttention: compiled on CUDA (inlined when the caller is compiled), eager
+    elsewhere (reference speed only)."""
     global _compiled_flex
     from torch.nn.attention.flex_attention import flex_attention
-    if device.type != 'cuda':
+    if device.type != 'cuda' or torch.compiler.is_compiling():
         return flex_attention
     if _compiled_flex is None:
         _compiled_flex = torch.compile(flex_attention)
     return _compiled_flex
 
 
-def _flex_sequence(plan: WindowGroupPlan) -> Tuple[Tensor, Tensor, Tensor, object]:
-    """Tokens sorted by slot (so by attention window, no padding) and their mask.
+def _flex_block_mask(plan: WindowGroupPlan):
+    """The block mask of the sequence plan: query block ``i`` sees the contiguous key
+    blocks ``[block_low[i], block_high[i]]``, and inside them its own window only."""
+    from torch.nn.attention.flex_attention import BlockMask
+    seq_window = plan.seq_window
+    length = seq_window.shape[0]
+    num_blocks = -(-length // FLEX_BLOCK)
+    kv_num = (plan.block_high - plan.block_low + 1).to(torch.int32)[None, None]  # 1,1,nB
+    kv_indices = (plan.block_low[:, None] + torch.arange(
+        num_blocks, device=seq_window.device)).clamp(max=num_blocks - 1)  # nB, nB
+    kv_indices = kv_indices.to(torch.int32)[None, None]  # 1, 1, nB, nB
 
-    Returns ``(order, seq_window, seq_pos, block_mask)``: ``order[i]`` is the token at
-    sequence position ``i``. All on the plan's device, no host synchronisation.
-    """
-    def build():
-        from torch.nn.attention.flex_attention import BlockMask
-        order = torch.argsort(plan.token_slot)  # L: tokens by slot
-        seq_slot = plan.token_slot[order]
-        seq_window = plan.slot_window.reshape(-1)[seq_slot]  # L
-        seq_pos = plan.slot_pos.reshape(-1)[seq_slot]  # L
-        length = seq_window.numel()
-        device = seq_window.device
-        # First and one-past-last sequence index of every token's window.
-        index = torch.arange(length, device=device)
-        starts = torch.ones(length, dtype=torch.bool, device=device)
-        starts[1:] = seq_window[1:] != seq_window[:-1]
-        first = torch.cummax(torch.where(starts, index, 0), 0).values  # L
-        ends = torch.ones(length, dtype=torch.bool, device=device)
-        ends[:-1] = starts[1:]
-        last = torch.where(ends, index, length).flip(0).cummin(0).values.flip(0)  # L
-        # Query block i needs the key blocks covering the windows of its first and
-        # last token, a contiguous range.
-        num_blocks = -(-length // _FLEX_BLOCK)
-        block_first = index[::_FLEX_BLOCK]  # nB: first token of each block
-        block_last = (block_first + _FLEX_BLOCK - 1).clamp(max=length - 1)
-        low = first[block_first] // _FLEX_BLOCK  # nB
-        high = last[block_last] // _FLEX_BLOCK  # nB
-        kv_num = (high - low + 1).to(torch.int32)[None, None]  # 1, 1, nB
-        kv_indices = (low[:, None] + torch.arange(num_blocks, device=device)).clamp(
-            max=num_blocks - 1).to(torch.int32)[None, None]  # 1, 1, nB, nB
+    def mask_mod(b, h, q_idx, kv_idx):
+        return seq_window[q_idx] == seq_window[kv_idx]
 
-        def mask_mod(b, h, q_idx, kv_idx):
-            return seq_window[q_idx] == seq_window[kv_idx]
-
-        block_mask = BlockMask.from_kv_blocks(
-            kv_num, kv_indices, BLOCK_SIZE=_FLEX_BLOCK, mask_mod=mask_mod,
-            seq_lengths=(length, length))
-        return order, seq_window, seq_pos, block_mask
-    return plan.cached(('flex', plan.device), build)
+    return BlockMask.from_kv_blocks(kv_num, kv_indices, BLOCK_SIZE=FLEX_BLOCK,
+                                    mask_mod=mask_mod, seq_lengths=(length, length))
 
 
-def _flex_attention(tokens: Tensor, plan: WindowGroupPlan, num_heads: int,
+def _flex_attention(tokens: Tensor, plan: WindowGroupPlan, block_mask, num_heads: int,
                     scale: float, bias_table: Optional[Tensor],
                     rel_index: Optional[Tensor]) -> Tensor:
     """``(B*N, 3C')`` q/k/v rows -> ``(B*N, C')``, FlexAttention without padding."""
-    order, _, seq_pos, block_mask = _flex_sequence(plan)
+    order, seq_pos = plan.seq_order, plan.seq_pos
     length, inner = tokens.shape[0], tokens.shape[1] // 3
     # 3, 1, nH, L, d
     q, k, v = tokens[order].view(1, length, 3, num_heads, -1).permute(2, 0, 3, 1, 4)

@@ -1,4 +1,4 @@
-"""Optimal grouping of local windows (Algorithm 1 of GreenMIM) and the gather plan.
+"""Optimal grouping of local windows (Algorithm 1 of GreenMIM), on window counts.
 
 In a window-attention stage of the visible-only path every local window holds a
 different number of visible tokens (0..ws^2). Attention runs on a buffer of shape
@@ -40,18 +40,22 @@ partition of least cost (ties: the smallest ``g``). Two exact shortcuts make it 
    lexicographically larger than ``P`` because it would be one of ``M`` as well. So a
    pattern is applied ``min_j floor(m_j / t_j)`` times at once, which is exactly what
    filling one group at a time would do (tested against a literal knapsack).
+
+**A bound for static shapes.** With ``g`` fixed, the fill never needs more than
+``ceil(2 T / g)`` groups (:func:`group_capacity`): a window left for a later group
+did not fit beside group ``k`` (``total_k + w > g``, else the knapsack of group ``k``
+was not maximal), so once some group is at most half full, every later window is more
+than half a group and every later group holds exactly one such window; at most one
+group is therefore at most half full, and fewer than ``2 T / g`` groups are more than
+half full.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple,
-                    Union)
+from dataclasses import dataclass
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
 from torch import Tensor
-
-from .masking import visible_token_coords
 
 SLOT_COST = 1
 """Cost of one slot row of a group, relative to one attention score entry."""
@@ -325,231 +329,20 @@ def plan_groups(counts: CountsLike, max_count: Optional[int] = None, *,
     return GroupPlan(packing.group_size, groups, packing.cost, int(positive.sum()))
 
 
-# ----------------------------------------------------------------------------------
-# Public API: visible tokens of a Swin stage -> gather/scatter plan
-# ----------------------------------------------------------------------------------
-@dataclass
-class WindowGroupPlan:
-    """Where every visible token goes in the ``(num_groups, group_size)`` buffer.
+def group_capacity(num_tokens: int, group_size: int, max_windows: Optional[int] = None,
+                   slack: Optional[float] = None) -> int:
+    """Groups to allocate for ``num_tokens`` tokens in groups of ``group_size``.
 
-    An *attention window* is one (sample, local window, shift region) combination:
-    tokens attend to each other iff they share one. With a cyclic shift, the shift
-    regions of ShiftWindowMSA's ``get_attn_mask`` split the last window row/column,
-    so the region mask becomes the window-id mask.
-
-    Attributes:
-        group_size: ``g``.
-        num_groups: ``G``.
-        token_slot: ``(B*N,)`` flat slot ``group * g + offset`` of every visible token,
-            tokens flattened sample-major.
-        slot_window: ``(G, g)`` attention-window id of each slot, -1 for padding.
-        slot_pos: ``(G, g)`` position ``r * ws + c`` of the slot inside its (rolled)
-            window, the row/column of the relative position index; 0 for padding.
-        batch_size, num_tokens: ``B`` and ``N``.
-        hw, window_size, shift: the stage geometry (``shift`` is the effective one).
-        num_windows: attention windows holding at least one token.
-        cost: ``cost(g, G)`` of the grouping.
+    Without ``slack``: the guaranteed bound ``ceil(2 T / g)`` of the module doc (or
+    ``max_windows``, the number of windows that can be non-empty, if smaller), which
+    every mask fits. With ``slack``: ``ceil(T / g) * (1 + slack) + 1``, what random masks
+    need in practice (the fill wastes 0-0.3 % for the stock geometries), capped by
+    that bound; a batch that does not fit falls back to the bound.
     """
-    group_size: int
-    num_groups: int
-    token_slot: Tensor
-    slot_window: Tensor
-    slot_pos: Tensor
-    batch_size: int
-    num_tokens: int
-    hw: Tuple[int, int]
-    window_size: int
-    shift: int
-    num_windows: int
-    cost: float
-    _cache: Dict[Any, Any] = field(default_factory=dict, init=False, repr=False,
-                                   compare=False)
-
-    @property
-    def padding(self) -> int:
-        """Padded slots, ``G * g - B * N``."""
-        return self.num_groups * self.group_size - self.batch_size * self.num_tokens
-
-    @property
-    def one_window_per_group(self) -> bool:
-        """True when no slot is padding and every group is a single window."""
-        return self.padding == 0 and self.num_groups == self.num_windows
-
-    @property
-    def device(self) -> torch.device:
-        return self.token_slot.device
-
-    def to(self, device: Union[str, torch.device]) -> 'WindowGroupPlan':
-        """The same plan with its tensors on ``device`` (non-blocking copies)."""
-        moved = {name: getattr(self, name).to(device, non_blocking=True)
-                 for name in ('token_slot', 'slot_window', 'slot_pos')}
-        return WindowGroupPlan(
-            self.group_size, self.num_groups, batch_size=self.batch_size,
-            num_tokens=self.num_tokens, hw=self.hw, window_size=self.window_size,
-            shift=self.shift, num_windows=self.num_windows, cost=self.cost, **moved)
-
-    def cached(self, key: Any, build: Callable[[], Any]) -> Any:
-        """Memoise a derived tensor (masks, bias indices) on this plan."""
-        if key not in self._cache:
-            self._cache[key] = build()
-        return self._cache[key]
-
-
-def _check_geometry(coords: Tensor, hw: Tuple[int, int], window_size: int,
-                    shift: int) -> np.ndarray:
-    """Validate the inputs of :func:`plan_window_groups`; coords as int64 numpy."""
-    if not isinstance(coords, Tensor) or coords.dim() != 3 or coords.shape[-1] != 2:
-        raise ValueError(
-            'coords must be a (B, N, 2) tensor of (row, col), got '
-            f'{getattr(coords, "shape", type(coords))}.')
-    if coords.dtype.is_floating_point or coords.dtype.is_complex \
-            or coords.dtype == torch.bool:
-        raise ValueError(f'coords must be an integer tensor, got {coords.dtype}.')
-    if coords.shape[0] == 0 or coords.shape[1] == 0:
-        raise ValueError(
-            f'The visible set is empty (coords of shape {tuple(coords.shape)}): '
-            'at least one token per sample must be visible.')
-    height, width = hw
-    if height < 1 or width < 1:
-        raise ValueError(f'The feature map must be non-empty, got hw={hw}.')
-    if window_size < 1:
-        raise ValueError(f'window_size must be >= 1, got {window_size}.')
-    if not 0 <= shift < window_size:
-        raise ValueError(
-            f'shift must satisfy 0 <= shift < window_size = {window_size}, '
-            f'got {shift}.')
-    array = coords.detach().cpu().numpy().astype(np.int64, copy=False)
-    rows, cols = array[..., 0], array[..., 1]
-    row_min, row_max, col_min, col_max = rows.min(), rows.max(), cols.min(), cols.max()
-    if row_min < 0 or row_max >= height or col_min < 0 or col_max >= width:
-        raise ValueError(
-            f'coords must lie on the {height}x{width} map (0 <= row < {height}, '
-            f'0 <= col < {width}), got rows in [{row_min}, {row_max}] and cols in '
-            f'[{col_min}, {col_max}].')
-    return array
-
-
-def _window_key_tables(hw: Tuple[int, int], window_size: int,
-                       shift: int) -> Tuple[np.ndarray, np.ndarray, int]:
-    """``key = row_key[r] + col_key[c] = local_window * ws^2 + pos`` of a cell.
-
-    ShiftWindowMSA pads the map at the bottom/right to multiples of ``ws``, rolls it
-    by ``-shift`` and cuts ``ws x ws`` windows; with a shift, ``get_attn_mask``'s
-    regions split the last window row/column. Those regions are exactly the windows
-    of the *unrolled* map offset by ``ws - shift``: rows ``[0, s)`` and
-    ``[H_pad - ws + s, H_pad)`` are the two regions of the last rolled window row
-    (likewise columns). So a local window (an attention window of one sample) is
-    ``(wr, wc) = ((r + ws - s) // ws, (c + ws - s) // ws)`` on a grid one larger
-    when ``s > 0``, and ``pos = ((r - s) mod ws) * ws + (c - s) mod ws`` is the
-    position in the rolled window, i.e. the row/column of the relative position
-    index. The key ``(wr * grid_w + wc) * ws^2 + pos`` is a sum of a row and a
-    column term.
-
-    Returns:
-        ``(row_key (H,), col_key (W,), windows_per_sample)``; keys are uint16 when
-        they fit (numpy then sorts them with a radix sort).
-    """
-    height, width = hw
-    ws = window_size
-    offset = (ws - shift) % ws
-    grid_h = -(-height // ws) + (shift > 0)
-    grid_w = -(-width // ws) + (shift > 0)
-    r, c = np.arange(height), np.arange(width)
-    row_key = ((r + offset) // ws) * grid_w * ws * ws + ((r - shift) % ws) * ws  # H
-    col_key = ((c + offset) // ws) * ws * ws + (c - shift) % ws  # W
-    windows_per_sample = grid_h * grid_w
-    if windows_per_sample * ws * ws <= 1 << 16:
-        row_key, col_key = row_key.astype(np.uint16), col_key.astype(np.uint16)
-    return row_key, col_key, windows_per_sample
-
-
-def plan_window_groups(coords: Tensor, hw: Tuple[int, int], window_size: int,
-                       shift: int) -> WindowGroupPlan:
-    """Grouping plan of one (stage, shift) for visible tokens at ``coords``.
-
-    Replicates ShiftWindowMSA (see :func:`_window_key_tables`): every (sample, window,
-    shift region) is one attention window; the attention windows of all samples
-    are packed together by the search of :func:`plan_groups`. Runs on the CPU
-    (give it CPU coords, then ``.to(device)`` the plan), vectorised over tokens.
-
-    Args:
-        coords: ``(B, N, 2)`` integer (row, col) of the visible tokens, distinct
-            within a sample, any order.
-        hw: ``(H, W)`` of the feature map.
-        window_size: ``ws``.
-        shift: the *effective* shift (0 for W-MSA; the caller applies Swin's rule that
-            it becomes 0 when the map is not larger than a window).
-
-    Returns:
-        The :class:`WindowGroupPlan`.
-
-    Raises:
-        ValueError: bad shapes, empty visible set, coords off the map or repeated,
-            ``shift`` outside ``[0, ws)``.
-    """
-    array = _check_geometry(coords, hw, window_size, shift)
-    batch, num_tokens = array.shape[:2]
-    height, width = hw
-    ws2 = window_size * window_size
-    row_key, col_key, windows_per_sample = _window_key_tables(hw, window_size, shift)
-    key = row_key[array[..., 0]]  # B, N
-    key += col_key[array[..., 1]]
-    # Sort the tokens of each sample by (window, pos): flat indices, sample-major.
-    order = np.argsort(key, axis=1, kind='stable')  # B, N
-    order += np.arange(0, batch * num_tokens, num_tokens)[:, None]
-    order = order.reshape(-1)  # B*N
-    sorted_key = key.reshape(-1)[order]  # B*N
-    sorted_key_2d = sorted_key.reshape(batch, num_tokens)
-    if (sorted_key_2d[:, 1:] == sorted_key_2d[:, :-1]).any():
-        raise ValueError('coords must be distinct within each sample: a (row, col) '
-                         'appears twice.')
-    sample_base = np.arange(0, batch * windows_per_sample, windows_per_sample,
-                            dtype=np.int64)[:, None]
-    window_sorted = (sorted_key_2d // ws2 + sample_base).reshape(-1)  # B*N: window id
-    counts = np.bincount(window_sorted, minlength=batch * windows_per_sample)  # B*nW
-    window_start = (np.cumsum(counts.reshape(batch, -1), 1)
-                    - counts.reshape(batch, -1)).reshape(-1)  # B*nW, first in sample
-
-    nonzero = np.flatnonzero(counts)
-    packing = _pack(counts[nonzero])
-    g, num_groups = packing.group_size, packing.num_groups
-    # Slot of a token = slot of its window's first token + its rank in the window,
-    # rank = (index in the sorted sample) - window_start.
-    slot_base = -window_start
-    slot_base[nonzero] += packing.window_group * g + packing.window_offset
-    slot_sorted = slot_base[window_sorted].reshape(batch, num_tokens)
-    slot_sorted += np.arange(num_tokens)
-    slot_sorted = slot_sorted.reshape(-1)  # B*N
-    token_slot = np.empty(batch * num_tokens, dtype=np.int64)
-    token_slot[order] = slot_sorted
-    slot_window = np.full(num_groups * g, -1, dtype=np.int64)
-    slot_window[slot_sorted] = window_sorted
-    slot_pos = np.zeros(num_groups * g, dtype=np.int64)
-    slot_pos[slot_sorted] = sorted_key % ws2
-    return WindowGroupPlan(
-        group_size=g, num_groups=num_groups,
-        token_slot=torch.from_numpy(token_slot),  # B*N
-        slot_window=torch.from_numpy(slot_window).view(num_groups, g),  # G, g
-        slot_pos=torch.from_numpy(slot_pos).view(num_groups, g),  # G, g
-        batch_size=batch, num_tokens=num_tokens, hw=(height, width),
-        window_size=window_size, shift=shift, num_windows=len(nonzero),
-        cost=packing.cost)
-
-
-def stage_token_coords(mask: Tensor, hw: Tuple[int, int]) -> Tensor:
-    """Coordinates ``(B, N, 2)`` of the visible tokens of a stage with an ``(H, W)`` map.
-
-    Args:
-        mask: ``(B, Hu, Wu)`` bool unit mask, True = masked.
-        hw: the stage's token map; a mask unit must cover a whole ``u x u`` block.
-
-    Raises:
-        ValueError: the unit grid does not divide the map into equal square units.
-    """
-    _, grid_h, grid_w = mask.shape
-    height, width = hw
-    if height % grid_h or width % grid_w or height // grid_h != width // grid_w:
-        raise ValueError(
-            f'The mask unit must divide the feature map: a {grid_h}x{grid_w} unit grid '
-            f'does not tile a {height}x{width} map with square units.')
-    return visible_token_coords(mask, height // grid_h)
+    least = -(-num_tokens // group_size)  # ceil(T / g)
+    bound = -(-2 * num_tokens // group_size)
+    if max_windows is not None:
+        bound = min(bound, max_windows)
+    if slack is None:
+        return bound
+    return min(bound, int(least * (1.0 + slack)) + 1)

@@ -136,3 +136,22 @@ def scatter_tokens(tokens: Tensor, coords: Tensor, hw: Tuple[int, int],
     dense = tokens.new_full((batch, height * width, channels), fill)
     dense = dense.scatter(1, flat_index[..., None].expand(-1, -1, channels), tokens)
     return dense.view(batch, height, width, channels)
+
+
+def stage_token_coords(mask: Tensor, hw: Tuple[int, int]) -> Tensor:
+    """Coordinates ``(B, N, 2)`` of the visible tokens of a stage with an ``(H, W)`` map.
+
+    Args:
+        mask: ``(B, Hu, Wu)`` bool unit mask, True = masked.
+        hw: the stage's token map; a mask unit must cover a whole ``u x u`` block.
+
+    Raises:
+        ValueError: the unit grid does not divide the map into equal square units.
+    """
+    _, grid_h, grid_w = mask.shape
+    height, width = hw
+    if height % grid_h or width % grid_w or height // grid_h != width // grid_w:
+        raise ValueError(
+            f'The mask unit must divide the feature map: a {grid_h}x{grid_w} unit grid '
+            f'does not tile a {height}x{width} map with square units.')
+    return visible_token_coords(mask, height // grid_h)

@@ -180,16 +180,35 @@ def block_index(coords: Tensor, hw: Tuple[int, int],
     return tokens, block_coords
 
 
-# ---------------------------------------------------------------------------------
-# Gather kernels
-# ---------------------------------------------------------------------------------
-def _flat_neighbours(neighbours: Tensor) -> Tensor:
-    """Per-sample ids ``(B, N, K)`` (-1 absent) -> ids into ``(B*N + 1, C)``, B*N = zero row."""
+def neighbour_rows(coords: Tensor, hw: Tuple[int, int],
+                   kernel_size: Tuple[int, int]) -> Tensor:
+    """:func:`neighbour_index` as rows of the flattened tokens: ``(B*N, kh * kw)``.
+
+    Row ``b * N + n`` of ``x.reshape(B * N, C)`` for a present neighbour, ``B * N`` (an
+    appended zero row) for an absent one: the index the submanifold kernel reads.
+    """
+    neighbours = neighbour_index(coords, hw, kernel_size)  # B, N, K
     batch, num_tokens, num_taps = neighbours.shape
     offset = torch.arange(batch, device=neighbours.device)[:, None, None] * num_tokens
     flat = torch.where(neighbours >= 0, neighbours + offset, batch * num_tokens)
     return flat.view(batch * num_tokens, num_taps)
 
+
+def block_rows(coords: Tensor, hw: Tuple[int, int],
+               block: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+    """:func:`block_index` as rows of the flattened tokens: ``(B*M*kh*kw,)``.
+
+    Returns ``(rows, block_coords)``: rows of ``x.reshape(B * N, C)``, block-major
+    (blocks of sample 0 first), each block's tokens in ``(i, j)`` row-major order.
+    """
+    tokens, block_coords = block_index(coords, hw, block)  # B, M, kh*kw
+    offset = torch.arange(tokens.shape[0], device=tokens.device)[:, None, None]
+    return (tokens + offset * coords.shape[1]).view(-1), block_coords
+
+
+# ---------------------------------------------------------------------------------
+# Gather kernels
+# ---------------------------------------------------------------------------------
 
 def _with_zero_row(x: Tensor) -> Tensor:
     return torch.cat([x, x.new_zeros(1, x.shape[1])])  # M+1, C
@@ -376,14 +395,29 @@ def submanifold_conv2d(x: Tensor, coords: Tensor, hw: Tuple[int, int], weight: T
         return _spconv_backend.submanifold_conv2d(x, coords.long(), _check_hw(hw), weight,
                                                   bias)
 
-    if torch.is_autocast_enabled(x.device.type):  # as autocast treats F.conv2d
-        dtype = torch.get_autocast_dtype(x.device.type)
+    # Index arithmetic runs where coords live (the CPU plan, no device sync), then moves.
+    neighbours = neighbour_rows(coords, hw, (kernel_h, kernel_w))  # B*N, K
+    return submanifold_conv2d_rows(x, neighbours.to(x.device, non_blocking=True),
+                                   weight, bias, groups)
+
+
+def submanifold_conv2d_rows(x: Tensor, neighbours: Tensor, weight: Tensor,
+                            bias: Optional[Tensor] = None, groups: int = 1) -> Tensor:
+    """The gather kernel of :func:`submanifold_conv2d` on a precomputed index.
+
+    Args:
+        x: ``(B, N, Cin)`` visible tokens.
+        neighbours: ``(B*N, kh * kw)`` from :func:`neighbour_rows`, on ``x``'s device.
+        weight, bias, groups: as :func:`submanifold_conv2d` (checked there).
+    """
+    device_type = x.device.type
+    if (torch.amp.is_autocast_available(device_type)
+            and torch.is_autocast_enabled(device_type)):  # as autocast treats F.conv2d
+        dtype = torch.get_autocast_dtype(device_type)
         x, weight = x.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
-    batch, num_tokens, _ = x.shape
-    # Index arithmetic runs where coords live (the CPU plan, no device sync), then moves.
-    neighbours = _flat_neighbours(neighbour_index(coords, hw, (kernel_h, kernel_w)))
-    neighbours = neighbours.to(x.device, non_blocking=True)  # B*N, K
+    batch, num_tokens, in_channels = x.shape
+    out_channels, in_per_group, kernel_h, kernel_w = weight.shape
     # (Cout, Cin/G, kh, kw) -> taps (K, G, Cin/G, Cout/G)
     taps = weight.view(groups, out_channels // groups, in_per_group, kernel_h * kernel_w)
     taps = taps.permute(3, 0, 2, 1)
@@ -425,19 +459,33 @@ def block_conv2d(x: Tensor, coords: Tensor, hw: Tuple[int, int], weight: Tensor,
     out_channels, in_channels, block_h, block_w = weight.shape
     _check_bias(bias, out_channels)
     backend = _resolve_backend(backend, x.device, 1, 'block')
-    tokens, block_coords = block_index(coords, hw, (block_h, block_w))  # B, M, kh*kw
+    rows, block_coords = block_rows(coords, hw, (block_h, block_w))  # B*M*kh*kw
     if backend == 'spconv':
         out = _spconv_backend.block_conv2d(x, coords.long(), _check_hw(hw), weight, bias,
                                            block_coords)
         return out, block_coords
+    out = block_conv2d_rows(x, rows.to(x.device, non_blocking=True), weight, bias)
+    return out, block_coords
 
-    batch, num_tokens, _ = x.shape
-    num_blocks = tokens.shape[1]
-    offset = torch.arange(batch, device=tokens.device)[:, None, None] * num_tokens
-    rows_index = (tokens + offset).view(-1).to(x.device, non_blocking=True)
-    rows = x.reshape(batch * num_tokens, in_channels).index_select(
-        0, rows_index)  # B*M*kh*kw, Cin
-    rows = rows.view(batch, num_blocks, block_h * block_w * in_channels)
+
+def block_conv2d_rows(x: Tensor, rows: Tensor, weight: Tensor,
+                      bias: Optional[Tensor] = None) -> Tensor:
+    """The gather kernel of :func:`block_conv2d` on a precomputed index.
+
+    Args:
+        x: ``(B, N, Cin)`` visible tokens.
+        rows: ``(B*M*kh*kw,)`` from :func:`block_rows`, on ``x``'s device.
+        weight, bias: as :func:`block_conv2d` (checked there).
+
+    Returns:
+        ``(B, M, Cout)``, ``M = N / (kh * kw)``.
+    """
+    batch, num_tokens, in_channels = x.shape
+    out_channels, _, block_h, block_w = weight.shape
+    num_blocks = num_tokens // (block_h * block_w)
+    gathered = x.reshape(batch * num_tokens, in_channels).index_select(
+        0, rows)  # B*M*kh*kw, Cin
+    gathered = gathered.view(batch, num_blocks, block_h * block_w * in_channels)
     # (Cout, Cin, kh, kw) -> (Cout, kh*kw*Cin), matching the (i, j, channel) row layout.
     matrix = weight.permute(0, 2, 3, 1).reshape(out_channels, -1)
-    return F.linear(rows, matrix, bias), block_coords
+    return F.linear(gathered, matrix, bias)

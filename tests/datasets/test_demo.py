@@ -3,7 +3,6 @@ import shutil
 
 import numpy as np
 import pytest
-from mmengine.registry import DefaultScope
 from mmpretrain.registry import DATASETS
 
 import greenmim_mm  # noqa: F401  (registers the dataset)
@@ -18,12 +17,7 @@ PIPELINE = [
     dict(type='PackInputs'),
 ]
 
-
-@pytest.fixture(autouse=True)
-def mmpretrain_scope():
-    """Build in mmpretrain's registries whatever scope an earlier test left current."""
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        yield
+pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
 
 def test_lists_every_photo_and_loads_through_a_pipeline():

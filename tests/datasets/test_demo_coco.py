@@ -94,7 +94,10 @@ def test_mmdet_coco_dataset_reads_it(demo_coco):
 
 
 def test_rejects_bad_sizes(tmp_path):
-    with pytest.raises(ValueError, match='at least 32'):
+    with pytest.raises(ValueError, match='^size must be at least 32 pixels, got 16$'):
         make_demo_coco(str(tmp_path), size=16)
     with pytest.raises(ValueError, match='>= 0'):
-        make_demo_coco(str(tmp_path), num_train=-1)
+        make_demo_coco(str(tmp_path), num_val=-1)
+    with pytest.raises(ValueError, match='>= 1 .train.'):
+        make_demo_coco(str(tmp_path), num_train=0)  # nothing to train on
+    assert not any(tmp_path.iterdir())  # nothing written

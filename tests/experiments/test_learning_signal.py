@@ -75,8 +75,13 @@ def test_pretrain_configs_differ_in_the_method_only(tmp_path):
                           model_patch_size=4, mask_ratio=0.6)
     # everything else -- data, augmentation, optimiser, budget, hooks -- is shared
     loader = f'train_dataloader.dataset.pipeline.{mask_steps[0]}'
-    drop = ('model', f'train_pipeline.{mask_steps[0]}', loader)
+    drop = ('model', f'train_pipeline.{mask_steps[0]}', loader,
+            'train_dataloader.collate_fn')
     assert _without(green, *drop) == _without(sim, *drop)
+    # each arm batches as its own configs do: GreenMIM plans in the collate
+    assert green['train_dataloader']['collate_fn'] == dict(
+        type='greenmim_collate', backbone=demo.to_dict()['model']['backbone'])
+    assert sim['train_dataloader']['collate_fn'] == dict(type='default_collate')
     assert green['param_scheduler'] is None
     assert green['custom_hooks'] == [dict(
         type='CPUTimeBudgetHook', budget_s=60.0, warmup_ratio=0.1, start_factor=1e-3,

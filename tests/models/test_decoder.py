@@ -2,19 +2,14 @@
 import numpy as np
 import pytest
 import torch
-from mmengine.registry import DefaultScope
+from helpers import random_masks
 from mmpretrain.registry import MODELS
 
 import greenmim_mm  # noqa: F401  (registers the decoder)
 from greenmim_mm.models.necks.greenmim_decoder import unit_position_embedding
 from greenmim_mm.ops.masking import visible_unit_ids
 
-
-@pytest.fixture(autouse=True)
-def mmpretrain_scope():
-    """Build in mmpretrain's registries whatever scope an earlier test left current."""
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        yield
+pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
 
 def build(depth: int = 1, unit: int = 8, seed: int = 0):
@@ -24,15 +19,6 @@ def build(depth: int = 1, unit: int = 8, seed: int = 0):
         decoder_depth=depth, decoder_num_heads=2))
     decoder.init_weights()
     return decoder.eval()
-
-
-def random_masks(batch: int, grid: tuple, num_visible: int, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    num_units = grid[0] * grid[1]
-    mask = torch.ones(batch, num_units, dtype=torch.bool)
-    for row in mask:
-        row[torch.randperm(num_units, generator=gen)[:num_visible]] = False
-    return mask.view(batch, *grid)
 
 
 @pytest.mark.parametrize('grid', [(7, 7), (2, 3), (4, 1)])

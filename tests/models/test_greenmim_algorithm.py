@@ -4,26 +4,22 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from helpers import random_masks as unit_masks
 from mmengine.config import Config
 from mmengine.dataset import default_collate
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 from mmpretrain.models.backbones import SwinTransformer
 from mmpretrain.registry import DATASETS, MODELS
 from mmpretrain.structures import DataSample
 
 import greenmim_mm  # noqa: F401  (registers the algorithm)
+from greenmim_mm.engine.schedules import resolved_schedule
 from greenmim_mm.models.backbones import GreenMIMSwinTransformer
 
 CONFIGS = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'pretrain')
 UNIT = 32
-
-
-@pytest.fixture(autouse=True)
-def mmpretrain_scope():
-    """Build in mmpretrain's registries whatever scope an earlier test left current."""
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        yield
+pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
 
 def tiny_model(mask_mode: str = 'sample', seed: int = 0):
@@ -49,12 +45,8 @@ def tiny_model(mask_mode: str = 'sample', seed: int = 0):
 
 
 def random_masks(batch: int, grid=(3, 3), num_visible: int = 2, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    num_units = grid[0] * grid[1]
-    mask = torch.ones(batch, num_units, dtype=torch.bool)
-    for row in mask:
-        row[torch.randperm(num_units, generator=gen)[:num_visible]] = False
-    return mask.view(batch, *grid)
+    """Masks of 96 px images (3 x 3 units), 2 visible units each."""
+    return unit_masks(batch, grid, num_visible, seed)
 
 
 def samples(mask: torch.Tensor):
@@ -109,8 +101,12 @@ def test_mask_modes():
     assert torch.equal(per_sample, mask)
     shared = tiny_model('batch').unit_masks(inputs, samples(mask))
     assert torch.equal(shared, mask[:1].expand(4, 3, 3))
-    loss = tiny_model('batch').loss(torch.randn(4, 3, 96, 96), samples(mask))['loss']
-    assert torch.isfinite(loss)
+    # the batch-mode loss is the per-sample loss under the first mask for everyone
+    images = torch.randn(4, 3, 96, 96)
+    loss = tiny_model('batch').loss(images, samples(mask))['loss']
+    first_for_all = samples(mask[:1].expand(4, 3, 3).contiguous())
+    torch.testing.assert_close(loss, tiny_model('sample').loss(images, first_for_all)['loss'])
+    assert not torch.allclose(loss, tiny_model('sample').loss(images, samples(mask))['loss'])
 
 
 def test_bad_mask_mode():
@@ -165,9 +161,65 @@ def test_reconstruct_returns_images():
     assert image.shape == inputs.shape and not image.requires_grad
 
 
+@pytest.mark.parametrize('norm_pix', [True, False])
+def test_perfect_prediction_reconstructs_the_input(norm_pix, monkeypatch):
+    """A decoder that predicts the loss target exactly (per-unit normalised pixels
+    with norm_pix) makes ``reconstruct`` return the input: the normalisation is
+    undone with the input's own unit statistics, and units land where they belong."""
+    model = tiny_model()
+    model.head.norm_pix = norm_pix
+    inputs = torch.randn(2, 3, 96, 96) * 3 + 1
+    mask = random_masks(2)
+    monkeypatch.setattr(model, 'predict_pixels',
+                        lambda images, mask=None, plan=None:
+                        model.head.construct_target(images))
+    assert model.loss(inputs, samples(mask))['loss'] == 0  # it is the loss's target
+    torch.testing.assert_close(model.reconstruct(inputs, samples(mask)), inputs,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_visible_statistics_depend_on_visible_pixels_only():
+    """``statistics='visible'`` de-normalises with the visible units' mean and std: the
+    picture is a function of what the encoder saw, so changing the masked pixels
+    leaves it as it is (with the true unit statistics it changes)."""
+    model = tiny_model().eval()
+    inputs = torch.randn(2, 3, 96, 96)
+    mask = random_masks(2)
+    changed = inputs.clone()
+    hidden = mask.repeat_interleave(UNIT, 1).repeat_interleave(UNIT, 2)  # B, H, W
+    changed[hidden[:, None].expand_as(changed)] *= 5
+    visible = [model.reconstruct(x, samples(mask), statistics='visible')
+               for x in (inputs, changed)]
+    torch.testing.assert_close(visible[0], visible[1])
+    unit = [model.reconstruct(x, samples(mask)) for x in (inputs, changed)]
+    assert not torch.allclose(unit[0], unit[1])
+    with pytest.raises(ValueError, match="statistics must be 'unit' or 'visible'"):
+        model.reconstruct(inputs, samples(mask), statistics='global')
+
+
+def test_perfect_prediction_with_visible_statistics(monkeypatch):
+    """When every unit holds the same pixel values (shuffled), the visible units'
+    mean and std are every unit's: a perfect decoder then gives back the input with
+    ``statistics='visible'`` too."""
+    model = tiny_model()
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randn(3, UNIT * UNIT, generator=generator) * 2 + 1  # one unit
+    units = [values[:, torch.randperm(UNIT * UNIT, generator=generator)]
+             for _ in range(2 * 9)]
+    inputs = torch.stack(units).view(2, 3, 3, 3, UNIT, UNIT)  # B, Hu, Wu, C, p, p
+    inputs = inputs.permute(0, 3, 1, 4, 2, 5).reshape(2, 3, 96, 96)  # B, C, H, W
+    monkeypatch.setattr(model, 'predict_pixels',
+                        lambda images, mask=None, plan=None:
+                        model.head.construct_target(images))
+    torch.testing.assert_close(
+        model.reconstruct(inputs, samples(random_masks(2)), statistics='visible'),
+        inputs, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize('name, arch', [
-    ('greenmim_swin_b', 'base'), ('greenmim_swin_l_w14', 'large'),
-    ('greenmim_swin_t', 'tiny')])
+    ('greenmim_swin-base-w7_8xb256-amp-coslr-800e_in1k', 'base'),
+    ('greenmim_swin-large-w14_8xb256-amp-coslr-800e_in1k', 'large'),
+    ('greenmim_swin-tiny-w7_8xb256-amp-coslr-800e_in1k', 'tiny')])
 def test_paper_configs_are_consistent(name, arch):
     cfg = Config.fromfile(osp.join(CONFIGS, f'{name}.py'))
     backbone, neck, head = cfg.model.backbone, cfg.model.neck, cfg.model.head
@@ -185,12 +237,15 @@ def test_paper_configs_are_consistent(name, arch):
     assert optimizer.lr == pytest.approx(1.5e-4 * batch / 256)
     assert optimizer.betas == (0.9, 0.95) and optimizer.weight_decay == 0.05
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.dtype == 'bfloat16'  # no fp16 NaNs, no loss scaling
+    assert cfg.optim_wrapper.loss_scale == dict(enabled=False)
     assert cfg.train_cfg.max_epochs == 800
-    assert [s.end for s in cfg.param_scheduler] == [40, 800]
+    assert [s['end'] for s in resolved_schedule(cfg)] == [40, 800]
 
 
 def test_no_weight_decay_on_norms_biases_and_position_tables():
-    cfg = Config.fromfile(osp.join(CONFIGS, 'greenmim_swin_b.py'))
+    cfg = Config.fromfile(
+        osp.join(CONFIGS, 'greenmim_swin-base-w7_8xb256-amp-coslr-800e_in1k.py'))
     model = tiny_model()
     wrapper = build_optim_wrapper(model, dict(
         optimizer=dict(cfg.optim_wrapper.optimizer, type='AdamW'),
@@ -204,7 +259,8 @@ def test_no_weight_decay_on_norms_biases_and_position_tables():
 
 
 def test_demo_config_trains_a_step_on_the_photographs():
-    cfg = Config.fromfile(osp.join(CONFIGS, 'greenmim_swin_demo.py'))
+    cfg = Config.fromfile(
+        osp.join(CONFIGS, 'greenmim_swin-demo-w4_1xb16-400it_photos-128px.py'))
     init_default_scope(cfg.default_scope)
     dataset_cfg = dict(cfg.train_dataloader.dataset, names=['astronaut', 'coffee'])
     dataset = DATASETS.build(dataset_cfg)

@@ -5,115 +5,20 @@ masked and padding keys excluded inside every window). Exactness tests run in fp
 ``eval()`` and ``drop_path_rate=0`` on random weights, inputs and per-sample masks, and
 compare every stage, forward and backward.
 """
-import copy
 from types import SimpleNamespace
-from typing import Dict, List, Sequence
 
 import pytest
 import torch
+from equivalence import SWIN_TINY as TINY
+from equivalence import TOL, check_equivalence, loss_of
+from equivalence import build_swin as build
+from helpers import gather_at, layout_coords, random_masks, visible_layout_tokens
 from mmpretrain.models.backbones import SwinTransformer
-from mmpretrain.registry import MODELS
-from torch import Tensor
 
-import greenmim_mm.models.backbones.greenmim_swin as greenmim_swin
 from greenmim_mm.models.backbones import GreenMIMSwinTransformer
-from greenmim_mm.models.backbones import visible_layers
-from greenmim_mm.models.backbones.visible_layers import visible_patch_merging
-from greenmim_mm.ops.masking import gather_tokens, visible_token_coords
+from greenmim_mm.models.backbones.layers import swin as visible_layers
+from greenmim_mm.models.backbones.layers.swin import visible_patch_merging
 from swin_reference import masked_dense_forward
-
-TINY = dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[2, 2, 4, 4])
-TOL = dict(rtol=1e-4, atol=1e-4)
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy machine the
-    threads' spin-waits make these tests ten times slower."""
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
-
-
-def build(seed: int = 0, **kwargs) -> GreenMIMSwinTransformer:
-    """A tiny model in eval mode with random weights (bias tables included)."""
-    cfg = dict(arch=TINY, drop_path_rate=0., out_indices=(0, 1, 2, 3))
-    cfg.update(kwargs)
-    torch.manual_seed(seed)
-    model = GreenMIMSwinTransformer(**cfg)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if 'relative_position_bias_table' in name or 'absolute_pos_embed' in name:
-                param.normal_(0, 1)  # large enough that a wrong bias index shows
-            elif param.dim() == 1:  # norm weights/biases, linear biases
-                param.add_(torch.randn_like(param) * 0.1)
-    model.eval()
-    return model
-
-
-def random_masks(batch: int, grid: Sequence[int], num_visible: int,
-                 seed: int = 0) -> Tensor:
-    """Random per-sample unit masks ``(B, Hu, Wu)``, ``num_visible`` visible each."""
-    generator = torch.Generator().manual_seed(seed)
-    num_units = grid[0] * grid[1]
-    order = torch.rand(batch, num_units, generator=generator).argsort(1)
-    mask = torch.ones(batch, num_units, dtype=torch.bool)
-    mask.scatter_(1, order[:, :num_visible], False)
-    return mask.view(batch, *grid)
-
-
-def out_units(model: GreenMIMSwinTransformer) -> List[int]:
-    """Tokens per mask unit at the resolution of each output."""
-    last = model.num_layers - 1
-    return [2**(last - min(i + model.out_after_downsample, last))
-            for i in model.out_indices]
-
-
-def reference_tokens(model, img: Tensor, mask: Tensor) -> List[Tensor]:
-    """Masked dense reference, gathered at the visible tokens in the Morton layout."""
-    maps = masked_dense_forward(model, img, mask)
-    return [gather_tokens(dense, visible_token_coords(mask, unit))
-            for dense, unit in zip(maps, out_units(model))]
-
-
-def loss_of(outs: Sequence[Tensor], seed: int = 1) -> Tensor:
-    """A loss with random weights on every output (so every stage is checked)."""
-    generator = torch.Generator().manual_seed(seed)
-    weights = [torch.randn(out.shape, generator=generator) for out in outs]
-    return sum((out * weight).sum() for out, weight in zip(outs, weights))
-
-
-def grads(model, img: Tensor) -> Dict[str, Tensor]:
-    """Gradients of the image and of every parameter (zeros where there is none)."""
-    found = dict(model.named_parameters(), img=img)
-    return {name: torch.zeros_like(t) if t.grad is None else t.grad.clone()
-            for name, t in found.items()}
-
-
-def check_equivalence(model, img: Tensor, mask: Tensor) -> None:
-    """Forward and backward of the visible path equal the masked dense reference."""
-    img = img.clone().requires_grad_(True)
-    outs = model(img, mask)
-    assert len(outs) == len(model.out_indices)
-    loss_of(outs).backward()
-    visible_grads = grads(model, img)
-
-    model.zero_grad()
-    img.grad = None
-    refs = reference_tokens(model, img, mask)
-    loss_of(refs).backward()
-    reference_grads = grads(model, img)
-    model.zero_grad()
-
-    for i, out, ref in zip(model.out_indices, outs, refs):
-        assert out.shape == ref.shape, f'stage {i}'
-        torch.testing.assert_close(out, ref, **TOL, msg=lambda m: f'stage {i}: {m}')
-    for name, ref in reference_grads.items():
-        scale = max(ref.abs().max().item(), 1.0)
-        torch.testing.assert_close(visible_grads[name], ref, rtol=1e-4,
-                                   atol=1e-4 * scale,
-                                   msg=lambda m: f'grad of {name}: {m}')
 
 
 # --------------------------------------------------------------------------------
@@ -136,10 +41,9 @@ def test_all_visible_equals_stock_forward():
     img = torch.randn(2, 3, 128, 128)
     mask = torch.zeros(2, 4, 4, dtype=torch.bool)
     outs = model(img, mask)
-    for out, dense, unit in zip(outs, model(img), out_units(model)):
-        dense_tokens = gather_tokens(dense.permute(0, 2, 3, 1),
-                                     visible_token_coords(mask, unit))
-        torch.testing.assert_close(out, dense_tokens, **TOL)
+    for out, dense in zip(outs, model(img)):
+        torch.testing.assert_close(
+            out, visible_layout_tokens(dense.permute(0, 2, 3, 1), mask), **TOL)
 
 
 def test_dense_forward_is_stock():
@@ -160,13 +64,12 @@ def test_visible_patch_merging_matches_stock(unit):
     mask = random_masks(2, (3, 4), 5)
     height, width = 3 * unit, 4 * unit
     dense = torch.randn(2, height, width, 32)
-    tokens = gather_tokens(dense, visible_token_coords(mask, unit))
+    tokens = gather_at(dense, layout_coords(mask, unit))
     merged = visible_patch_merging(merging, tokens)
     stock, out_hw = merging(dense.view(2, -1, 32), (height, width))
     stock = stock.view(2, *out_hw, -1)
-    torch.testing.assert_close(
-        merged, gather_tokens(stock, visible_token_coords(mask, unit // 2)),
-        rtol=0, atol=1e-6)
+    torch.testing.assert_close(merged, gather_at(stock, layout_coords(mask, unit // 2)),
+                               rtol=0, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------
@@ -205,40 +108,9 @@ def test_matches_reference_window14_at_448():
     check_equivalence(model, torch.randn(1, 3, 448, 448), random_masks(1, (14, 14), 49))
 
 
-def test_shared_mask_and_single_visible_unit():
-    model = build(window_size=4)
-    mask = random_masks(1, (4, 4), 1).expand(3, 4, 4).contiguous()
-    check_equivalence(model, torch.randn(3, 3, 128, 128), mask)
-
-
-def test_masked_pixels_do_not_matter():
-    model = build(window_size=4)
-    mask = random_masks(2, (4, 4), 4)
-    img = torch.randn(2, 3, 128, 128, requires_grad=True)
-    outs = model(img, mask)
-    loss_of(outs).backward()
-    pixel_mask = mask.repeat_interleave(32, 1).repeat_interleave(32, 2)[:, None]
-    assert img.grad.masked_select(pixel_mask).abs().max() == 0
-    noisy = torch.where(pixel_mask, torch.randn_like(img) * 10, img.detach())
-    for out, other in zip(outs, model(noisy, mask)):
-        torch.testing.assert_close(out, other, rtol=0, atol=1e-6)
-
-
 # --------------------------------------------------------------------------------
-# Training features
+# Training features (drop path, dropout, autocast, gradients: test_visible_backbones)
 # --------------------------------------------------------------------------------
-def test_every_used_parameter_gets_a_gradient():
-    model = build(window_size=4, out_indices=(3, ), use_abs_pos_embed=True,
-                  img_size=128)
-    model.train()
-    out = model(torch.randn(2, 3, 128, 128), random_masks(2, (4, 4), 4))[-1]
-    assert out.shape == (2, 4, 256)
-    loss_of([out]).backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None, name
-        assert param.grad.abs().sum() > 0, name
-
-
 def test_with_cp_equals_plain(monkeypatch):
     model = build(window_size=4)
     model_cp = build(window_size=4, with_cp=True)
@@ -259,49 +131,8 @@ def test_with_cp_equals_plain(monkeypatch):
                                    msg=lambda m: f'{name}: {m}')
 
 
-def test_drop_path_train_mode():
-    model = build(window_size=4, drop_path_rate=0.5, out_indices=(3, ))
-    model.train()
-    img = torch.randn(4, 3, 128, 128)
-    out = model(img, random_masks(4, (4, 4), 4))[-1]
-    assert out.shape == (4, 4, 256) and torch.isfinite(out).all()
-    loss_of([out]).backward()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
-
-
-@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
-def test_autocast(dtype):
-    model = build(window_size=4, out_indices=(3, ))
-    img = torch.randn(2, 3, 128, 128)
-    mask = random_masks(2, (4, 4), 4)
-    expected = model(img, mask)[-1]
-    with torch.autocast('cpu', dtype=dtype):
-        out = model(img, mask)[-1]
-    assert out.shape == expected.shape and torch.isfinite(out).all()
-    error = (out.float() - expected).norm() / expected.norm()
-    assert error < 0.05, float(error)
-
-
-def test_plans_made_once_per_stage_and_shift(monkeypatch):
-    calls = []
-    plan = greenmim_swin.plan_window_groups
-
-    def counting_plan(coords, hw, window_size, shift):
-        assert coords.device.type == 'cpu'
-        calls.append((tuple(hw), window_size, shift))
-        return plan(coords, hw, window_size, shift)
-
-    monkeypatch.setattr(greenmim_swin, 'plan_window_groups', counting_plan)
-    model = build(window_size=4, arch=dict(embed_dims=32, depths=[4, 2, 2, 3],
-                                           num_heads=[2, 2, 4, 4]))
-    model(torch.randn(2, 3, 128, 128), random_masks(2, (4, 4), 4))
-    # Stage 3 is one window (4x4 == ws): its shifted blocks do not shift.
-    assert calls == [((32, 32), 4, 0), ((32, 32), 4, 2), ((16, 16), 4, 0),
-                     ((16, 16), 4, 2), ((8, 8), 4, 0), ((8, 8), 4, 2), ((4, 4), 4, 0)]
-
-
 # --------------------------------------------------------------------------------
-# Architectures, checkpoints, registries
+# Architectures (checkpoints and registries: test_visible_backbones)
 # --------------------------------------------------------------------------------
 def test_tiny_arch_pretraining_shape():
     torch.manual_seed(0)
@@ -335,52 +166,10 @@ def test_archs_on_meta_device(arch, window_size, monkeypatch):
         assert out[-1].shape == (2, 12, ours.num_features[3])
 
 
-def test_checkpoint_loads_into_stock_swin(tmp_path):
-    model = build(window_size=2, out_indices=(3, ), use_abs_pos_embed=True, img_size=64)
-    stock = SwinTransformer(arch=TINY, window_size=2, out_indices=(3, ),
-                            use_abs_pos_embed=True, img_size=64)
-    result = stock.load_state_dict(model.state_dict(), strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
-
-    # As a downstream config loads it: an algorithm checkpoint, 'backbone.' prefix.
-    checkpoint = tmp_path / 'greenmim.pth'
-    state = {f'backbone.{k}': v for k, v in model.state_dict().items()}
-    torch.save({'state_dict': state, 'meta': {}}, checkpoint)
-    stock = MODELS.build(dict(
-        type='SwinTransformer', arch=TINY, window_size=2, out_indices=(3, ),
-        use_abs_pos_embed=True, img_size=64,
-        init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint),
-                      prefix='backbone.')))
-    stock.init_weights()
-    stock.eval()
-    img = torch.randn(1, 3, 64, 64)
-    torch.testing.assert_close(stock(img)[0], model(img)[0], rtol=0, atol=0)
-
-
-def test_registered_in_mmpretrain_and_mmdet():
-    from mmdet.registry import MODELS as MMDET_MODELS
-    cfg = dict(type='GreenMIMSwinTransformer', arch=TINY, window_size=4)
-    assert isinstance(MODELS.build(cfg), GreenMIMSwinTransformer)
-    assert isinstance(MMDET_MODELS.build(copy.deepcopy(cfg)), GreenMIMSwinTransformer)
-
-
 # --------------------------------------------------------------------------------
-# Bad inputs
+# Bad configurations (bad inputs: test_visible_backbones)
 # --------------------------------------------------------------------------------
-def test_bad_inputs_raise_with_the_fix():
-    model = build(window_size=4)
-    img = torch.randn(2, 3, 128, 128)
-    with pytest.raises(ValueError, match='multiple of 32'):
-        model(torch.randn(2, 3, 128, 112), random_masks(2, (4, 3), 3))
-    with pytest.raises(ValueError, match=r'shape \(B, H / mask_unit, W / mask_unit\)'):
-        model(img, random_masks(2, (2, 2), 1))
-    with pytest.raises(ValueError, match='bool tensor'):
-        model(img, random_masks(2, (4, 4), 4).float())
-    uneven = random_masks(2, (4, 4), 4)
-    uneven[1] = True
-    uneven[1, 0, :3] = False
-    with pytest.raises(ValueError, match='same number of visible units'):
-        model(img, uneven)
+def test_bad_configs_raise_with_the_fix():
     with pytest.raises(ValueError, match='mask_unit=32'):
         GreenMIMSwinTransformer(arch=TINY, mask_unit=16)
     with pytest.raises(ValueError, match='attn_backend must be one of'):

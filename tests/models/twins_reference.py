@@ -94,7 +94,9 @@ def masked_gsa(attn: GlobalSubsampledAttention, x: Tensor, hw_shape: Tuple[int, 
     k, v = kv[0], kv[1]  # B, nH, M, d
     scores = (q @ k.transpose(-2, -1)) * attn.head_dims**-0.5  # B, nH, N, M
     scores = scores.masked_fill(~key_visible.flatten(1)[:, None, None, :], float('-inf'))
-    out = scores.softmax(dim=-1) @ v
+    # The stock passes dropout_p=attn_drop (a float) to its sdpa in training.
+    weights = F.dropout(scores.softmax(dim=-1), p=attn.attn_drop, training=attn.training)
+    out = weights @ v
     out = out.transpose(1, 2).reshape(batch, length, attn.embed_dims)
     return attn.out_drop(attn.proj_drop(attn.proj(out)))
 

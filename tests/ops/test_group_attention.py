@@ -4,11 +4,12 @@ from typing import Optional, Tuple
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import gather_at, layout_coords, scatter_at
 from torch import Tensor, nn
 
 from greenmim_mm.ops.group_attention import group_window_attention
-from greenmim_mm.ops.grouping import plan_window_groups
-from greenmim_mm.ops.masking import scatter_tokens, visible_token_coords
+from greenmim_mm.ops.masking import random_unit_masks
+from greenmim_mm.ops.window_plan import plan_window_groups
 
 NEG = -1e9  # finite "minus infinity": rows without any visible key stay finite
 
@@ -59,8 +60,8 @@ def reference_attention(x: Tensor, coords: Tensor, hw: Tuple[int, int], ws: int,
     """Dense shifted-window attention; masked and padded tokens are not keys."""
     batch, _, channels = x.shape
     height, width = hw
-    dense = scatter_tokens(x, coords, hw)  # B, H, W, C
-    visible = scatter_tokens(torch.ones_like(x[..., :1]), coords, hw)  # B, H, W, 1
+    dense = scatter_at(x, coords, hw)  # B, H, W, C
+    visible = scatter_at(torch.ones_like(x[..., :1]), coords, hw)  # B, H, W, 1
     pad_r, pad_b = (ws - width % ws) % ws, (ws - height % ws) % ws
     dense = F.pad(dense, (0, 0, 0, pad_r, 0, pad_b))
     visible = F.pad(visible, (0, 0, 0, pad_r, 0, pad_b))  # padding is not visible
@@ -88,26 +89,12 @@ def reference_attention(x: Tensor, coords: Tensor, hw: Tuple[int, int], ws: int,
     out = window_reverse(out, hp, wp, ws)
     if shift > 0:
         out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
-    out = out[:, :height, :width]  # B, H, W, C
-    flat = coords[..., 0] * width + coords[..., 1]  # B, N
-    return out.reshape(batch, height * width, channels).gather(
-        1, flat[..., None].expand(-1, -1, channels))
+    return gather_at(out[:, :height, :width], coords)  # B, N, C
 
 
 # ----------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------
-def random_unit_mask(batch: int, grid: Tuple[int, int], ratio: float,
-                     generator: torch.Generator) -> Tensor:
-    """Per-sample random (B, Hu, Wu) mask, True = masked, same visible count."""
-    num_units = grid[0] * grid[1]
-    num_visible = max(1, int(num_units * (1 - ratio)))
-    ranks = torch.rand(batch, num_units, generator=generator).argsort(1)
-    mask = torch.ones(batch, num_units, dtype=torch.bool)
-    mask.scatter_(1, ranks[:, :num_visible], False)
-    return mask.view(batch, *grid)
-
-
 class Attention(nn.Module):
     """Just the parameters of WindowMSA."""
 
@@ -140,8 +127,9 @@ def make_case(image_hw, stride, ws, batch=2, dim=16, heads=2, ratio=0.75, seed=0
     torch.manual_seed(seed)
     grid = (image_hw[0] // 32, image_hw[1] // 32)
     hw = (image_hw[0] // stride, image_hw[1] // stride)
-    mask = random_unit_mask(batch, grid, ratio, gen)
-    coords = visible_token_coords(mask, 32 // stride)
+    num_visible = max(1, int(grid[0] * grid[1] * (1 - ratio)))
+    mask = random_unit_masks(batch, grid, num_visible, generator=gen)
+    coords = layout_coords(mask, 32 // stride)
     x = torch.randn(batch, coords.shape[1], dim, generator=gen)
     return Attention(dim, ws, heads, bias), x, coords, hw
 
@@ -258,10 +246,11 @@ def test_shift_regions_with_every_token_visible(hw, ws, shift):
 
 
 @pytest.mark.filterwarnings('ignore:flex_attention called without torch.compile')
-def test_flex_backend_forward_on_cpu():
+@pytest.mark.parametrize('bias', [True, False])
+def test_flex_backend_forward_on_cpu(bias):
     # Eager FlexAttention on the CPU (slow, unfused): forward only, torch has no
     # CPU backward for it. The CUDA test below covers the backward.
-    module, x, coords, hw = make_case((128, 160), 8, 7, seed=5)  # 16x20 map
+    module, x, coords, hw = make_case((128, 160), 8, 7, seed=5, bias=bias)  # 16x20 map
     plan = plan_window_groups(coords, hw, 7, 3)
     with torch.no_grad():
         out = module.grouped(x, plan, backend='flex')
@@ -275,10 +264,12 @@ def test_flex_block_mask_covers_exactly_the_window_blocks(image_hw, stride, ws, 
     # Eager flex evaluates mask_mod densely; the compiled kernel visits only the
     # listed key blocks, so check them: block (i, j) is listed iff a query of block i
     # and a key of block j share an attention window.
-    from greenmim_mm.ops.group_attention import _FLEX_BLOCK, _flex_sequence
+    from greenmim_mm.ops.group_attention import attention_layout
+    from greenmim_mm.ops.window_plan import FLEX_BLOCK as _FLEX_BLOCK
     module, x, coords, hw = make_case(image_hw, stride, ws, batch=4, seed=8)
     plan = plan_window_groups(coords, hw, ws, shift)
-    order, seq_window, seq_pos, block_mask = _flex_sequence(plan)
+    order, seq_window = plan.seq_order, plan.seq_window
+    block_mask = attention_layout(plan, 'flex')
     assert torch.equal(order.sort().values, torch.arange(order.numel()))
     assert torch.equal(plan.slot_window.view(-1)[plan.token_slot[order]], seq_window)
     length = seq_window.numel()
@@ -290,6 +281,7 @@ def test_flex_block_mask_covers_exactly_the_window_blocks(image_hw, stride, ws, 
     assert torch.equal(block_mask.to_dense()[0, 0].bool(), truth)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 @pytest.mark.parametrize('backend', ['sdpa', 'flex'])
 @pytest.mark.parametrize('image_hw,stride,ws,shift', [((224, 224), 4, 7, 3),
@@ -327,3 +319,14 @@ def test_bad_input():
     with pytest.raises(ValueError, match='not supported by backend=.flex.'):
         group_window_attention(x, plan, module.qkv, module.proj, 2, 1.0,
                                backend='flex', attn_drop=0.1)
+
+
+@pytest.mark.parametrize('backend', ['sdpa', 'flex'])
+def test_plan_on_another_device_than_the_tokens(backend):
+    """The plan must be moved to the tokens' device first ('meta' stands in for a
+    GPU): a clear error, not a device error deep inside the kernel."""
+    module, x, coords, hw = make_case((224, 224), 8, 7, seed=7)
+    plan = plan_window_groups(coords, hw, 7, 0).to('meta')
+    with pytest.raises(ValueError, match=r'The plan is on meta but x is on cpu: call '
+                       r'plan.to\(x.device\)'):
+        module.grouped(x, plan, backend=backend)

@@ -1,15 +1,13 @@
 """Optimal grouping (Algorithm 1) and the window gather plan."""
 import itertools
-from typing import List, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 import pytest
 import torch
 
-from greenmim_mm.ops.grouping import (SLOT_COST, GROUP_COST, _fill, _search,
-                                      _value_classes, group_cost, plan_groups,
-                                      plan_window_groups, stage_token_coords)
-from greenmim_mm.ops.masking import visible_token_coords
+from greenmim_mm.ops.grouping import (GROUP_COST, SLOT_COST, _search, _value_classes,
+                                      group_cost, plan_groups)
 
 
 # ----------------------------------------------------------------------------------
@@ -43,21 +41,8 @@ def literal_fill(counts: Sequence[int], g: int) -> List[List[int]]:
 
 
 def fill_groups(counts: Sequence[int], g: int) -> List[List[int]]:
-    """The fast fill expanded to window indices (same conventions as literal_fill)."""
-    counts = np.asarray(counts)
-    values, mults = _value_classes(counts[counts > 0])
-    pools = {v: [i for i in range(len(counts)) if counts[i] == v] for v in values}
-    taken = {v: 0 for v in values}
-    groups = []
-    for pattern, repeats in _fill(values, mults, g):
-        for _ in range(repeats):
-            group = []
-            for j, t in pattern:
-                v = values[j]
-                group += pools[v][taken[v]:taken[v] + t]
-                taken[v] += t
-            groups.append(group)
-    return groups
+    """The fill of the implementation at a fixed ``g`` (``plan_groups(group_size=g)``)."""
+    return plan_groups(counts, group_size=g).groups
 
 
 def published_knapsack(capacity: int, weights: Sequence[int]) -> Tuple[int, List[int]]:
@@ -91,14 +76,28 @@ def published_num_groups(counts: Sequence[int], g: int) -> int:
     return num_groups
 
 
-def brute_search(counts: Sequence[int], slot_cost: int, fixed_cost: int):
-    """Every g from max to sum, no pruning: (g, cost) of least cost, smallest g."""
-    counts = [c for c in counts if c > 0]
+def set_partitions(items: Sequence[int]) -> Iterator[List[List[int]]]:
+    """Every partition of ``items`` into non-empty groups (Bell(n) of them)."""
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for partition in set_partitions(rest):
+        yield [[first]] + partition
+        for i in range(len(partition)):
+            yield partition[:i] + [[first] + partition[i]] + partition[i + 1:]
+
+
+def optimal_cost(counts: Sequence[int], slot_cost: int = SLOT_COST,
+                 fixed_cost: int = GROUP_COST) -> int:
+    """The least cost over ALL partitions of the non-empty windows, from the
+    definition: ``G`` groups of one size ``g`` cost ``G * (g^2 + a g + b)``, and a
+    partition needs ``g`` >= its largest group total (larger ``g`` only costs more)."""
     best = None
-    for g in range(max(counts), sum(counts) + 1):
-        cost = len(fill_groups(counts, g)) * (g * g + slot_cost * g + fixed_cost)
-        if best is None or cost < best[1]:
-            best = (g, cost)
+    for partition in set_partitions([c for c in counts if c > 0]):
+        g = max(sum(group) for group in partition)
+        cost = len(partition) * (g * g + slot_cost * g + fixed_cost)
+        best = cost if best is None or cost < best else best
     return best
 
 
@@ -124,9 +123,7 @@ def test_plan_groups_partition_and_cost():
         counts = random_counts(rng, int(rng.integers(1, 60)), 49)
         if not any(counts):
             continue
-        plan = plan_groups(counts, max_count=49)
-        check_partition(counts, plan)
-        assert plan.group_size >= max(counts)
+        check_partition(counts, plan_groups(counts, max_count=49))
 
 
 def test_fill_equals_literal_one_group_at_a_time():
@@ -148,17 +145,30 @@ def test_fill_repeats_patterns_like_literal_on_many_windows():
     assert plan.groups[0] == literal_fill(counts, plan.group_size)[0]
 
 
-@pytest.mark.parametrize('slot_cost,fixed_cost', [(SLOT_COST, GROUP_COST), (0, 0),
-                                                  (1, 40), (3, 500)])
-def test_pruned_search_equals_full_search(slot_cost, fixed_cost):
+def test_plan_is_optimal_over_all_partitions():
+    """Algorithm 1 (a knapsack fill per g, every g) reaches the least cost over all
+    partitions, for random multisets of up to 9 windows of counts up to ws^2."""
     rng = np.random.default_rng(2)
-    for _ in range(40):
-        counts = [c for c in random_counts(rng, int(rng.integers(1, 14)), 12) if c]
+    for _ in range(100):
+        counts = random_counts(rng, int(rng.integers(1, 10)), int(rng.choice([4, 9, 49])))
+        if not any(counts):
+            continue
+        plan = plan_groups(counts)
+        check_partition(counts, plan)
+        assert plan.cost == optimal_cost(counts), counts
+
+
+@pytest.mark.parametrize('slot_cost,fixed_cost', [(0, 0), (1, 40), (3, 500)])
+def test_pruned_search_is_optimal_for_other_costs(slot_cost, fixed_cost):
+    """The pruning (module doc) stays exact for other cost constants."""
+    rng = np.random.default_rng(3)
+    for _ in range(15):
+        counts = [c for c in random_counts(rng, int(rng.integers(1, 9)), 12) if c]
         if not counts:
             continue
         values, mults = _value_classes(np.asarray(counts))
-        g, fill, cost = _search(values, mults, slot_cost, fixed_cost)
-        assert (g, cost) == brute_search(counts, slot_cost, fixed_cost)
+        cost = _search(values, mults, slot_cost, fixed_cost)[2]
+        assert cost == optimal_cost(counts, slot_cost, fixed_cost), counts
 
 
 def test_search_takes_a_larger_group_when_it_pays():
@@ -209,143 +219,3 @@ def test_large_batch_is_packed_tightly():
 def test_plan_groups_bad_input(counts, message):
     with pytest.raises(ValueError, match=message):
         plan_groups(np.asarray(counts), max_count=49)
-
-
-# ----------------------------------------------------------------------------------
-# plan_window_groups
-# ----------------------------------------------------------------------------------
-def stock_window_labels(batch, hw, ws, shift):
-    """(B, H, W) attention-window label and (H, W) position, the stock way.
-
-    Pad to multiples of ws, roll by -shift, partition into windows, and label the
-    shift regions with ShiftWindowMSA.get_attn_mask's slices.
-    """
-    height, width = hw
-    hp, wp = -(-height // ws) * ws, -(-width // ws) * ws
-    cells = torch.arange(hp * wp, dtype=torch.float64).view(1, hp, wp, 1)
-    region = torch.zeros(1, hp, wp, 1, dtype=torch.float64)
-    if shift:
-        slices = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
-        for cnt, (h, w) in enumerate(itertools.product(slices, slices)):
-            region[:, h, w, :] = cnt
-        cells = torch.roll(cells, (-shift, -shift), (1, 2))
-    # rolled map -> windows
-    windows = cells.view(hp // ws, ws, wp // ws, ws).permute(0, 2, 1, 3)
-    windows = windows.reshape(-1, ws * ws).long()  # nW, ws2: original cell
-    window_of = torch.empty(hp * wp, dtype=torch.long)
-    pos_of = torch.empty(hp * wp, dtype=torch.long)
-    window_of[windows.reshape(-1)] = torch.arange(windows.shape[0]).repeat_interleave(
-        ws * ws)
-    pos_of[windows.reshape(-1)] = torch.arange(ws * ws).repeat(windows.shape[0])
-    # region label of a cell: get_attn_mask labels rolled positions
-    region_rolled = region.view(hp, wp)
-    rolled_cell = torch.roll(torch.arange(hp * wp).view(hp, wp), (-shift, -shift),
-                             (0, 1))
-    region_of = torch.empty(hp * wp, dtype=torch.long)
-    region_of[rolled_cell.reshape(-1)] = region_rolled.reshape(-1).long()
-    label = window_of * 9 + region_of
-    label = label.view(hp, wp)[:height, :width]
-    pos = pos_of.view(hp, wp)[:height, :width]
-    sample = torch.arange(batch).view(-1, 1, 1) * label.numel() * 9
-    return sample + label, pos
-
-
-def random_coords(batch, image_hw, stride, ratio, seed):
-    gen = torch.Generator().manual_seed(seed)
-    grid = (image_hw[0] // 32, image_hw[1] // 32)
-    num_units = grid[0] * grid[1]
-    ranks = torch.rand(batch, num_units, generator=gen).argsort(1)
-    mask = torch.ones(batch, num_units, dtype=torch.bool)
-    mask.scatter_(1, ranks[:, :max(1, int(num_units * (1 - ratio)))], False)
-    mask = mask.view(batch, *grid)
-    hw = (image_hw[0] // stride, image_hw[1] // stride)
-    return stage_token_coords(mask, hw), hw
-
-
-@pytest.mark.parametrize('image_hw,stride,ws,shift', [
-    ((224, 224), 4, 7, 0), ((224, 224), 4, 7, 3), ((192, 192), 4, 7, 3),
-    ((320, 224), 8, 7, 3), ((256, 256), 8, 14, 7), ((224, 224), 8, 14, 0),
-    ((224, 224), 8, 7, 2)])
-def test_window_plan_matches_stock_windows(image_hw, stride, ws, shift):
-    batch = 3
-    coords, hw = random_coords(batch, image_hw, stride, 0.6, seed=ws + shift)
-    plan = plan_window_groups(coords, hw, ws, shift)
-    num = batch * coords.shape[1]
-    g = plan.group_size
-    # token_slot is a injection into the buffer; padding elsewhere
-    assert plan.token_slot.unique().numel() == num
-    assert plan.padding == plan.num_groups * g - num
-    assert int((plan.slot_window >= 0).sum()) == num
-    # slots agree with the stock window / region / position of every token
-    label, pos = stock_window_labels(batch, hw, ws, shift)
-    b = torch.arange(batch).repeat_interleave(coords.shape[1])
-    r, c = coords[..., 0].reshape(-1), coords[..., 1].reshape(-1)
-    token_label = label[b, r, c]
-    token_window = plan.slot_window.view(-1)[plan.token_slot]
-    pairs = torch.stack([token_label, token_window], 1).unique(dim=0)
-    assert pairs[:, 0].unique().numel() == pairs.shape[0]  # label -> one window id
-    assert pairs[:, 1].unique().numel() == pairs.shape[0]  # window id -> one label
-    assert torch.equal(plan.slot_pos.view(-1)[plan.token_slot], pos[r, c])
-    # a window never straddles two groups
-    group_of = plan.token_slot // g
-    window_group = torch.stack([token_window, group_of], 1).unique(dim=0)
-    assert window_group.shape[0] == token_window.unique().numel()
-
-
-def test_window_plan_is_order_independent():
-    coords, hw = random_coords(2, (224, 224), 4, 0.75, seed=5)
-    plan = plan_window_groups(coords, hw, 7, 3)
-    perm = torch.randperm(coords.shape[1], generator=torch.Generator().manual_seed(0))
-    shuffled = plan_window_groups(coords[:, perm], hw, 7, 3)
-    assert (plan.group_size, plan.num_groups) == (shuffled.group_size,
-                                                  shuffled.num_groups)
-    token = plan.token_slot.view(2, -1)[:, perm].reshape(-1)
-    assert torch.equal(plan.slot_window.view(-1)[token],
-                       shuffled.slot_window.view(-1)[shuffled.token_slot])
-
-
-def test_whole_map_in_one_window_needs_no_grouping():
-    # Swin-B stage 4 at 224 px: a 7x7 map, window 7, shift forced to 0.
-    coords, hw = random_coords(4, (224, 224), 32, 0.75, seed=6)
-    plan = plan_window_groups(coords, hw, 7, 0)
-    assert plan.group_size == coords.shape[1] and plan.num_groups == 4
-    assert plan.one_window_per_group and plan.padding == 0
-    assert torch.equal(plan.slot_window[:, 0].sort().values,
-                       plan.slot_window.view(4, -1).amax(1).sort().values)
-
-
-def test_benchmark_setting_is_tight():
-    # Swin-B, 224 px, ratio 0.75, batch 128, stages 1-2, both shifts (the issue's bar).
-    for stride, shift in itertools.product((4, 8), (0, 3)):
-        coords, hw = random_coords(128, (224, 224), stride, 0.75, seed=stride + shift)
-        plan = plan_window_groups(coords, hw, 7, shift)
-        assert plan.padding <= 0.02 * coords.shape[0] * coords.shape[1]
-
-
-def test_plan_to_device():
-    coords, hw = random_coords(2, (224, 224), 8, 0.75, seed=7)
-    plan = plan_window_groups(coords, hw, 7, 3).to('cpu')
-    assert plan.token_slot.device.type == 'cpu' and plan.window_size == 7
-
-
-@pytest.mark.parametrize('coords,hw,ws,shift,message', [
-    (torch.tensor([[[0, 0], [8, 1]]]), (8, 8), 4, 0, 'must lie on the 8x8 map'),
-    (torch.tensor([[[0, -1]]]), (8, 8), 4, 0, 'must lie on the 8x8 map'),
-    (torch.tensor([[[1, 1], [1, 1]]]), (8, 8), 4, 0, 'distinct'),
-    (torch.zeros(2, 0, 2, dtype=torch.long), (8, 8), 4, 0, 'visible set is empty'),
-    (torch.zeros(1, 1, 2, dtype=torch.long), (8, 8), 4, 4, '0 <= shift < window_size'),
-    (torch.zeros(1, 1, 2), (8, 8), 4, 0, 'integer'),
-    (torch.zeros(1, 2), (8, 8), 4, 0, r'\(B, N, 2\)'),
-])
-def test_window_plan_bad_input(coords, hw, ws, shift, message):
-    with pytest.raises(ValueError, match=message):
-        plan_window_groups(coords, hw, ws, shift)
-
-
-def test_mask_unit_must_divide_the_map():
-    mask = torch.zeros(1, 7, 7, dtype=torch.bool)
-    with pytest.raises(ValueError, match='mask unit must divide the feature map'):
-        stage_token_coords(mask, (48, 48))
-    with pytest.raises(ValueError, match='power of 2'):
-        stage_token_coords(mask, (42, 42))
-    assert torch.equal(stage_token_coords(mask, (56, 56)), visible_token_coords(mask, 8))

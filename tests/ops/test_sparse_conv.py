@@ -4,14 +4,20 @@ from typing import Optional, Tuple
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import gather_at, layout_coords, random_masks, scatter_at
 from torch import Tensor
 
-from greenmim_mm.ops import _spconv_backend, masking, sparse_conv
+from greenmim_mm.ops import _spconv_backend, sparse_conv
 from greenmim_mm.ops.sparse_conv import (block_conv2d, block_index, neighbour_index,
                                          submanifold_conv2d, token_index_map)
 
 TOL = dict(rtol=1e-5, atol=1e-5)
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+
+
+def needs_cuda(test):
+    """``@pytest.mark.cuda``, skipped without a CUDA device."""
+    skip = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+    return pytest.mark.cuda(skip(test))
 
 
 # ---------------------------------------------------------------------------------
@@ -24,20 +30,10 @@ def random_coords(batch: int, hw: Tuple[int, int], num: int, seed: int) -> Tenso
     return torch.stack([flat // hw[1], flat % hw[1]], dim=-1)
 
 
-def random_unit_mask(batch: int, grid: Tuple[int, int], num_visible: int,
-                     seed: int) -> Tensor:
-    """Per-sample unit mask ``(B, Hu, Wu)``, True = masked, ``num_visible`` units kept."""
-    gen = torch.Generator().manual_seed(seed)
-    keep = torch.rand(batch, grid[0] * grid[1], generator=gen).argsort(1)[:, :num_visible]
-    mask = torch.ones(batch, grid[0] * grid[1], dtype=torch.bool)
-    mask.scatter_(1, keep, False)
-    return mask.view(batch, *grid)
-
-
 def dense_reference(x: Tensor, coords: Tensor, hw: Tuple[int, int], weight: Tensor,
                     bias: Optional[Tensor], **conv_kwargs) -> Tensor:
     """Conv of the zero-filled dense map, returned as a ``(B, H', W', C)`` map."""
-    dense = masking.scatter_tokens(x, coords, hw).permute(0, 3, 1, 2)  # B, C, H, W
+    dense = scatter_at(x, coords, hw).permute(0, 3, 1, 2)  # B, C, H, W
     return F.conv2d(dense, weight, bias, **conv_kwargs).permute(0, 2, 3, 1)
 
 
@@ -91,7 +87,7 @@ def test_submanifold_random_coords(kind, kernel, with_bias):
     x, weight, bias = leaves(c_in, c_out, c_in // groups, (kernel, kernel), batch, num,
                              with_bias, seed=kernel + 10 * with_bias)
     out = submanifold_conv2d(x, coords, hw, weight, bias, groups=groups)
-    ref = masking.gather_tokens(
+    ref = gather_at(
         dense_reference(x, coords, hw, weight, bias, padding=kernel // 2, groups=groups),
         coords)
     assert out.shape == (batch, num, c_out)
@@ -102,13 +98,13 @@ def test_submanifold_random_coords(kind, kernel, with_bias):
 def test_submanifold_peg_on_unit_masks(unit):
     """Twins' PEG (3x3 depthwise + bias) on per-sample unit masks in the Morton layout."""
     channels, batch, grid = 16, 3, (3, 5)
-    mask = random_unit_mask(batch, grid, num_visible=4, seed=unit)
-    coords = masking.visible_token_coords(mask, unit)
+    mask = random_masks(batch, grid, num_visible=4, seed=unit)
+    coords = layout_coords(mask, unit)
     hw = (grid[0] * unit, grid[1] * unit)
     x, weight, bias = leaves(channels, channels, 1, (3, 3), batch, coords.shape[1], True,
                              seed=unit)
     out = submanifold_conv2d(x, coords, hw, weight, bias, groups=channels)
-    ref = masking.gather_tokens(
+    ref = gather_at(
         dense_reference(x, coords, hw, weight, bias, padding=1, groups=channels), coords)
     assert_same_with_grads(out, ref, (x, weight, bias))
 
@@ -118,7 +114,7 @@ def test_submanifold_rectangular_kernel_int32_coords():
     coords = random_coords(batch, hw, num, seed=3).int()
     x, weight, bias = leaves(4, 3, 4, (3, 5), batch, num, True, seed=3)
     out = submanifold_conv2d(x, coords, hw, weight, bias)
-    ref = masking.gather_tokens(
+    ref = gather_at(
         dense_reference(x, coords.long(), hw, weight, bias, padding=(1, 2)), coords.long())
     assert_same_with_grads(out, ref, (x, weight, bias))
 
@@ -130,7 +126,7 @@ def test_submanifold_depthwise_chunked_loop(monkeypatch):
     coords = random_coords(batch, hw, num, seed=4)
     x, weight, bias = leaves(channels, channels, 1, (3, 3), batch, num, True, seed=4)
     out = submanifold_conv2d(x, coords, hw, weight, bias, groups=channels)
-    ref = masking.gather_tokens(
+    ref = gather_at(
         dense_reference(x, coords, hw, weight, bias, padding=1, groups=channels), coords)
     assert_same_with_grads(out, ref, (x, weight, bias))
 
@@ -157,7 +153,7 @@ def test_submanifold_autocast_bf16():
         assert out.dtype == torch.bfloat16
         out.float().sum().backward()
         assert x.grad.dtype == weight.grad.dtype == torch.float32
-        ref = masking.gather_tokens(
+        ref = gather_at(
             dense_reference(x, coords, hw, weight, bias, padding=1, groups=groups), coords)
         torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
 
@@ -183,15 +179,15 @@ def test_neighbour_index_small_example():
 def test_block_conv_unit_masks(block, with_bias):
     """Twins' patch embedding / sr conv: Morton input in, Morton output out."""
     unit, batch, grid, c_in, c_out = 8, 2, (3, 2), 3, 5
-    mask = random_unit_mask(batch, grid, num_visible=3, seed=block)
-    coords = masking.visible_token_coords(mask, unit)
+    mask = random_masks(batch, grid, num_visible=3, seed=block)
+    coords = layout_coords(mask, unit)
     hw = (grid[0] * unit, grid[1] * unit)
     x, weight, bias = leaves(c_in, c_out, c_in, (block, block), batch, coords.shape[1],
                              with_bias, seed=block)
     out, coords_out = block_conv2d(x, coords, hw, weight, bias)
     # Output is again in the unit-major Morton layout, at u / block tokens per unit.
-    assert torch.equal(coords_out, masking.visible_token_coords(mask, unit // block))
-    ref = masking.gather_tokens(dense_reference(x, coords, hw, weight, bias, stride=block),
+    assert torch.equal(coords_out, layout_coords(mask, unit // block))
+    ref = gather_at(dense_reference(x, coords, hw, weight, bias, stride=block),
                                 coords_out)
     assert out.shape == (batch, coords.shape[1] // block ** 2, c_out)
     assert_same_with_grads(out, ref, (x, weight, bias))
@@ -200,16 +196,16 @@ def test_block_conv_unit_masks(block, with_bias):
 def test_block_conv_row_major_and_any_order():
     """Row-major input gives row-major blocks; shuffled input gives first-seen order."""
     unit, block, batch, grid = 4, 2, 2, (3, 3)
-    mask = random_unit_mask(batch, grid, num_visible=4, seed=7)
+    mask = random_masks(batch, grid, num_visible=4, seed=7)
     hw = (grid[0] * unit, grid[1] * unit)
-    morton = masking.visible_token_coords(mask, unit)
+    morton = layout_coords(mask, unit)
     row_major = morton.gather(
         1, (morton[..., 0] * hw[1] + morton[..., 1]).argsort(1)[..., None].expand(-1, -1, 2))
     x, weight, bias = leaves(3, 4, 3, (block, block), batch, morton.shape[1], True, seed=7)
     out, coords_out = block_conv2d(x, row_major, hw, weight, bias)
     flat = coords_out[..., 0] * (hw[1] // block) + coords_out[..., 1]
     assert bool((flat[:, 1:] > flat[:, :-1]).all())
-    ref = masking.gather_tokens(
+    ref = gather_at(
         dense_reference(x, row_major, hw, weight, bias, stride=block), coords_out)
     assert_close(out, ref)
 
@@ -224,13 +220,13 @@ def test_block_conv_row_major_and_any_order():
                 seen.append(rc)
         first_blocks.append(seen)
     assert coords_out.tolist() == first_blocks
-    ref = masking.gather_tokens(
+    ref = gather_at(
         dense_reference(x, shuffled, hw, weight, bias, stride=block), coords_out)
     assert_close(out, ref)
 
 
 def test_block_index_layout():
-    coords = masking.visible_token_coords(torch.tensor([[[True, False]]]), 2)  # unit (0, 1)
+    coords = torch.tensor([[[0, 2], [0, 3], [1, 2], [1, 3]]])  # unit (0, 1), Z order
     tokens, block_coords = block_index(coords, (2, 4), (2, 2))
     # Morton tokens (0,2) (0,3) (1,2) (1,3) read in (i, j) order are tokens 0, 1, 2, 3.
     assert tokens.tolist() == [[[0, 1, 2, 3]]]
@@ -272,7 +268,7 @@ def test_empty_visible_set(op):
 
 
 def test_block_does_not_divide_map():
-    coords = masking.visible_token_coords(torch.tensor([[[False, True]]]), 4)
+    coords = layout_coords(torch.tensor([[[False, True]]]), 4)
     with pytest.raises(ValueError, match=r'Block 3x3 does not divide the 4x8 feature map'):
         block_conv2d(_tokens(coords), coords, (4, 8), torch.randn(2, 2, 3, 3))
 
@@ -280,7 +276,7 @@ def test_block_does_not_divide_map():
 def test_block_partly_visible():
     # Units of 2 tokens, blocks of 4: each 4x4 block holds one visible 2x2 unit only.
     mask = torch.tensor([[[False, True], [True, True]]])
-    coords = masking.visible_token_coords(mask, 2)
+    coords = layout_coords(mask, 2)
     with pytest.raises(ValueError, match='partly visible 4x4 block'):
         block_conv2d(_tokens(coords), coords, (4, 4), torch.randn(2, 2, 4, 4))
 
@@ -349,8 +345,8 @@ def test_spconv_matches_gather(kernel):
     ref = submanifold_conv2d(x, coords, hw, weight, bias)
     assert_same_with_grads(out, ref, (x, weight, bias))
 
-    mask = random_unit_mask(batch, (3, 2), num_visible=3, seed=9)
-    coords = masking.visible_token_coords(mask, 4).cuda()
+    mask = random_masks(batch, (3, 2), num_visible=3, seed=9)
+    coords = layout_coords(mask, 4).cuda()
     x = torch.randn(batch, coords.shape[1], 6, device='cuda', requires_grad=True)
     weight = torch.randn(5, 6, 2, 2, device='cuda', requires_grad=True)
     out, out_coords = block_conv2d(x, coords, (12, 8), weight, bias, backend='spconv')

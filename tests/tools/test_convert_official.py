@@ -1,412 +1,442 @@
-"""The converter of published GreenMIM checkpoints (github.com/LayneH/GreenMIM).
+"""The converter of published GreenMIM Swin checkpoints, and what it shares with Twins
+(files, family detection, errors, the command line).
 
-The check that matters: a random state dict in the *published* key names and layouts,
-run through a slow dense re-implementation of the published pretraining forward
-(written here from the published model's definition, in its names: Swin with timm
-keys, its patch merging concat order, MAE's decoder and loss), gives the same loss as
-this project's ``GreenMIM`` after conversion, for the same image and mask.
-
-The reference is dense and masked: every token of the map is computed, and inside each
-(shifted) window a query only attends to visible keys of its window -- what the
-published visible-only code computes at the visible tokens. Windows follow the
-published ``GroupingModule``: window id ``(coord + (ws - shift) % ws) // ws`` (Swin's
-cyclic shift with its region mask, unrolled), the window shrunk to the map when the map
-is not larger than it, and no shift then.
+The check that matters: random weights in the *published* names and layouts, run
+through a reference of the published pretraining computation at each commit
+(``official_swin_reference.py``), give the same loss as this project's ``GreenMIM``
+built from the pretraining configs (tiny archs, everything else as configured) after
+conversion, on the same images and mask -- for the released 2022 checkpoints' patch
+merging layout and the current published code's.
 """
 import argparse
+import dataclasses
 import importlib.util
 import os.path as osp
-from typing import Dict
+import pickle
+from unittest import mock
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from converted_models import REPO_ROOT, build_pretrain_model, converted
+from helpers import random_masks
+from mmengine.runner import load_checkpoint
+from official_mae_reference import noise_keeping_row_major, noise_keeping_shuffled
+from official_models import (SWIN_B, SWIN_L_W14, PublishedSwin, mae_pos_embed,
+                             published_swin_state_dict)
+from official_swin_reference import published_swin
 
-from greenmim_mm.models.convert_official import (convert_official_state_dict,
-                                                 merge_weight_to_unfold)
+from greenmim_mm.engine.errors import UsageError, run_tool
+from greenmim_mm.engine.launch import prepare_train, train
+from greenmim_mm.models.official import (OfficialCheckpointError,
+                                         convert_official, convert_official_checkpoint,
+                                         convert_official_state_dict,
+                                         merge_weight_to_unfold)
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-# A tiny published-style model: 128 px images, 32 px mask units -> a 4x4 unit grid;
-# token maps 32, 16, 8, 4 with window 4 (shifted windows in the first three stages).
-ARCH = dict(img_size=128, patch_size=4, embed_dim=32, depths=(2, 2, 2, 2),
-            num_heads=(2, 2, 4, 4), window_size=4, decoder_embed_dim=64,
-            decoder_depth=1, decoder_num_heads=4, mlp_ratio=4, unit=32)
-EPS = 1e-6  # the published models use LayerNorm(eps=1e-6) everywhere
-
-
-# ------------------------------------------------------------------------ weights
-def mae_pos_embed(dims: int, grid: int) -> np.ndarray:
-    """MAE's ``get_2d_sincos_pos_embed`` (no cls token), from its definition:
-    ``np.meshgrid(grid_w, grid_h)`` ('xy'), first half of the channels from
-    ``grid[0]`` (the column), second half from ``grid[1]`` (the row)."""
-    def one_d(d: int, pos: np.ndarray) -> np.ndarray:
-        omega = 1.0 / 10000**(np.arange(d // 2, dtype=np.float64) / (d / 2.0))
-        out = np.einsum('m,d->md', pos.reshape(-1), omega)
-        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
-
-    coords = np.arange(grid, dtype=np.float32)
-    mesh = np.stack(np.meshgrid(coords, coords), axis=0)  # 2, grid, grid
-    return np.concatenate([one_d(dims // 2, mesh[0]), one_d(dims // 2, mesh[1])], 1)
-
-
-def stage_geometry(stage: int):
-    """``(map side, window, shift of odd blocks)`` of a stage, as the published code."""
-    side = ARCH['img_size'] // ARCH['patch_size'] // 2**stage
-    window = ARCH['window_size']
-    if side <= window:  # published: shrink the window to the map, never shift
-        return side, side, 0
-    return side, window, window // 2
-
-
-def random_official_state_dict(seed: int = 0) -> Dict[str, Tensor]:
-    """Random weights under the published ``MaskedAutoencoder(SwinTransformer)`` keys."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def randn(*shape, std=1.0):
-        return torch.randn(*shape, generator=gen) * std
-
-    sd = {}
-
-    def linear(name, n_in, n_out, bias=True):
-        sd[f'{name}.weight'] = randn(n_out, n_in, std=n_in**-0.5)
-        if bias:
-            sd[f'{name}.bias'] = randn(n_out, std=0.1)
-
-    def norm(name, dims):
-        sd[f'{name}.weight'] = 1 + randn(dims, std=0.2)
-        sd[f'{name}.bias'] = randn(dims, std=0.2)
-
-    dims = ARCH['embed_dim']
-    sd['encoder.patch_embed.proj.weight'] = randn(dims, 3, 4, 4, std=0.2)
-    sd['encoder.patch_embed.proj.bias'] = randn(dims, std=0.1)
-    norm('encoder.patch_embed.norm', dims)
-    for i, (depth, heads) in enumerate(zip(ARCH['depths'], ARCH['num_heads'])):
-        _, window, _ = stage_geometry(i)
-        for j in range(depth):
-            p = f'encoder.layers.{i}.blocks.{j}'
-            norm(f'{p}.norm1', dims)
-            sd[f'{p}.attn.relative_position_bias_table'] = randn((2 * window - 1)**2,
-                                                                 heads)
-            rows, cols = torch.meshgrid(torch.arange(window), torch.arange(window),
-                                        indexing='ij')
-            r, c = rows.reshape(-1), cols.reshape(-1)
-            sd[f'{p}.attn.relative_position_index'] = (
-                (r[:, None] - r[None] + window - 1) * (2 * window - 1)
-                + c[:, None] - c[None] + window - 1)
-            linear(f'{p}.attn.qkv', dims, 3 * dims)
-            linear(f'{p}.attn.proj', dims, dims)
-            norm(f'{p}.norm2', dims)
-            linear(f'{p}.mlp.fc1', dims, ARCH['mlp_ratio'] * dims)
-            linear(f'{p}.mlp.fc2', ARCH['mlp_ratio'] * dims, dims)
-        if i < len(ARCH['depths']) - 1:
-            norm(f'encoder.layers.{i}.downsample.norm', 4 * dims)
-            linear(f'encoder.layers.{i}.downsample.reduction', 4 * dims, 2 * dims,
-                   bias=False)
-            dims *= 2
-    norm('encoder.norm', dims)
-
-    dec = ARCH['decoder_embed_dim']
-    grid = ARCH['img_size'] // ARCH['unit']
-    linear('decoder_embed', dims, dec)
-    sd['mask_token'] = randn(1, 1, dec)
-    sd['decoder_pos_embed'] = torch.from_numpy(mae_pos_embed(dec, grid)).float()[None]
-    for k in range(ARCH['decoder_depth']):
-        p = f'decoder_blocks.{k}'
-        norm(f'{p}.norm1', dec)
-        linear(f'{p}.attn.qkv', dec, 3 * dec)
-        linear(f'{p}.attn.proj', dec, dec)
-        norm(f'{p}.norm2', dec)
-        linear(f'{p}.mlp.fc1', dec, ARCH['mlp_ratio'] * dec)
-        linear(f'{p}.mlp.fc2', ARCH['mlp_ratio'] * dec, dec)
-    norm('decoder_norm', dec)
-    linear('decoder_pred', dec, ARCH['unit']**2 * 3)
-    return sd
-
-
-# ---------------------------------------------------------------- dense reference
-def _ln(x: Tensor, sd: dict, name: str) -> Tensor:
-    return F.layer_norm(x, x.shape[-1:], sd[f'{name}.weight'], sd[f'{name}.bias'], EPS)
-
-
-def _linear(x: Tensor, sd: dict, name: str) -> Tensor:
-    return F.linear(x, sd[f'{name}.weight'], sd.get(f'{name}.bias'))
-
-
-def _mha(x: Tensor, sd: dict, name: str, heads: int, allowed: Tensor,
-         bias: Tensor = None) -> Tensor:
-    """Multi-head self-attention of ``(B, N, C)`` over the ``(B, N, N)`` allowed pairs."""
-    batch, length, dims = x.shape
-    qkv = _linear(x, sd, f'{name}.qkv').reshape(batch, length, 3, heads, dims // heads)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # B, h, N, d
-    scores = (q * (dims // heads)**-0.5) @ k.transpose(-2, -1)  # B, h, N, N
-    if bias is not None:
-        scores = scores + bias
-    scores = scores.masked_fill(~allowed[:, None], float('-inf'))
-    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, length, dims)
-    return _linear(out, sd, f'{name}.proj')
-
-
-def _window_attention(x: Tensor, sd: dict, name: str, heads: int, window: int,
-                      shift: int, visible: Tensor) -> Tensor:
-    """Published (shifted) window attention, dense: ``(B, H, W, C)``."""
-    batch, height, width, dims = x.shape
-    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing='ij')
-    r, c = rows.reshape(-1), cols.reshape(-1)
-    offset = (window - shift) % window  # published GroupingModule._get_group_id
-    window_id = ((r + offset) // window) * width + (c + offset) // window
-    same = window_id[:, None] == window_id[None, :]  # N, N
-    rel = ((r[:, None] - r[None] + window - 1) * (2 * window - 1)
-           + c[:, None] - c[None] + window - 1)
-    rel = torch.where(same, rel, 0)  # other pairs are masked anyway
-    bias = sd[f'{name}.relative_position_bias_table'][rel].permute(2, 0, 1)  # h, N, N
-    vis = visible.reshape(batch, -1)
-    # Visible keys of the query's window; every query keeps itself so no row is empty
-    # (masked queries are garbage that no visible token ever reads).
-    allowed = (same[None] & vis[:, None, :]) | torch.eye(len(r), dtype=torch.bool)
-    out = _mha(x.reshape(batch, -1, dims), sd, name, heads, allowed, bias)
-    return out.reshape(batch, height, width, dims)
-
-
-def _patch_merging(x: Tensor, sd: dict, name: str, merge_order: str) -> Tensor:
-    """The published 2x2 merge: concat, norm(4C), reduction. ``(B, H, W, C)``."""
-    x00, x01 = x[:, 0::2, 0::2], x[:, 0::2, 1::2]
-    x10, x11 = x[:, 1::2, 0::2], x[:, 1::2, 1::2]
-    if merge_order == 'greenmim':  # green_swin_models.PatchMerging: row-major 2x2
-        x = torch.cat([x00, x01, x10, x11], dim=-1)
-    else:  # Swin-official: x0, x1, x2, x3 = (0,0), (1,0), (0,1), (1,1)
-        x = torch.cat([x00, x10, x01, x11], dim=-1)
-    return _linear(_ln(x, sd, f'{name}.norm'), sd, f'{name}.reduction')
-
-
-def reference_loss(sd: dict, img: Tensor, mask: Tensor,
-                   merge_order: str = 'greenmim') -> Tensor:
-    """The published pretraining loss of ``img`` ``(B, 3, H, W)`` under the unit
-    ``mask`` ``(B, Hu, Wu)`` (True = masked), dense and slow."""
-    batch = img.shape[0]
-    x = F.conv2d(img, sd['encoder.patch_embed.proj.weight'],
-                 sd['encoder.patch_embed.proj.bias'], stride=ARCH['patch_size'])
-    x = _ln(x.permute(0, 2, 3, 1), sd, 'encoder.patch_embed.norm')  # B, H, W, C
-    num_stages = len(ARCH['depths'])
-    for i in range(num_stages):
-        side, window, odd_shift = stage_geometry(i)
-        unit = side // mask.shape[1]  # tokens per mask unit along a side
-        visible = (~mask).repeat_interleave(unit, 1).repeat_interleave(unit, 2)
-        for j in range(ARCH['depths'][i]):
-            p = f'encoder.layers.{i}.blocks.{j}'
-            shift = odd_shift if j % 2 else 0
-            x = x + _window_attention(_ln(x, sd, f'{p}.norm1'), sd, f'{p}.attn',
-                                      ARCH['num_heads'][i], window, shift, visible)
-            hidden = F.gelu(_linear(_ln(x, sd, f'{p}.norm2'), sd, f'{p}.mlp.fc1'))
-            x = x + _linear(hidden, sd, f'{p}.mlp.fc2')
-        if i < num_stages - 1:
-            x = _patch_merging(x, sd, f'encoder.layers.{i}.downsample', merge_order)
-    x = _ln(x, sd, 'encoder.norm')  # B, Hu, Wu, C: one token per unit
-
-    # MAE decoder on the unit grid: masked units hold the mask token.
-    units = mask.reshape(batch, -1, 1)  # B, L, 1
-    tokens = _linear(x.reshape(batch, units.shape[1], -1), sd, 'decoder_embed')
-    tokens = torch.where(units, sd['mask_token'].expand_as(tokens), tokens)
-    tokens = tokens + sd['decoder_pos_embed']
-    everything = torch.ones(batch, tokens.shape[1], tokens.shape[1], dtype=torch.bool)
-    for k in range(ARCH['decoder_depth']):
-        p = f'decoder_blocks.{k}'
-        tokens = tokens + _mha(_ln(tokens, sd, f'{p}.norm1'), sd, f'{p}.attn',
-                               ARCH['decoder_num_heads'], everything)
-        hidden = F.gelu(_linear(_ln(tokens, sd, f'{p}.norm2'), sd, f'{p}.mlp.fc1'))
-        tokens = tokens + _linear(hidden, sd, f'{p}.mlp.fc2')
-    pred = _linear(_ln(tokens, sd, 'decoder_norm'), sd, 'decoder_pred')  # B, L, p*p*3
-
-    # MAE's loss: MSE against per-unit normalised pixels, on the masked units.
-    p, (grid_h, grid_w) = ARCH['unit'], mask.shape[1:]
-    target = img.reshape(batch, 3, grid_h, p, grid_w, p)
-    target = torch.einsum('nchpwq->nhwpqc', target).reshape(batch, grid_h * grid_w, -1)
-    mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
-    target = (target - mean) / (var + 1e-6)**0.5
-    per_unit = ((pred - target)**2).mean(-1)
-    weight = mask.reshape(batch, -1).float()
-    return (per_unit * weight).sum() / weight.sum()
-
-
-# ------------------------------------------------------------------- our model
-LN = dict(type='LN', eps=EPS)
-MODEL_CFG = dict(
-    type='GreenMIM',
-    backbone=dict(
-        type='GreenMIMSwinTransformer',
-        arch=dict(embed_dims=ARCH['embed_dim'], depths=list(ARCH['depths']),
-                  num_heads=list(ARCH['num_heads'])),
-        img_size=ARCH['img_size'],
-        window_size=ARCH['window_size'],
-        drop_path_rate=0.0,
-        out_indices=(3, ),
-        norm_cfg=LN,
-        patch_cfg=dict(norm_cfg=LN),
-        stage_cfgs=dict(block_cfgs=dict(norm_cfg=LN), downsample_cfg=dict(norm_cfg=LN))),
-    neck=dict(
-        type='GreenMIMDecoder',
-        patch_size=ARCH['unit'],
-        in_chans=3,
-        embed_dim=ARCH['embed_dim'] * 2**3,
-        decoder_embed_dim=ARCH['decoder_embed_dim'],
-        decoder_depth=ARCH['decoder_depth'],
-        decoder_num_heads=ARCH['decoder_num_heads'],
-        mlp_ratio=ARCH['mlp_ratio']),
-    head=dict(
-        type='MAEPretrainHead',
-        norm_pix=True,
-        patch_size=ARCH['unit'],
-        loss=dict(type='PixelReconstructionLoss', criterion='L2')))
-
-
-def build_model():
-    import greenmim_mm  # noqa: F401
-    from mmpretrain.registry import MODELS
-    return MODELS.build(MODEL_CFG).eval()
-
-
-def model_loss(model, img: Tensor, mask: Tensor) -> Tensor:
-    from mmpretrain.structures import DataSample
-    samples = [DataSample().set_mask(m) for m in mask]
-    with torch.no_grad():
-        return model.loss(img, samples)['loss']
-
-
-def random_mask(batch: int, shared: bool, seed: int) -> Tensor:
-    """Unit masks with 4 of the 16 units visible; ``shared``: one for the batch."""
-    gen = torch.Generator().manual_seed(seed)
-    grid = ARCH['img_size'] // ARCH['unit']
-    masks = torch.ones(1 if shared else batch, grid * grid, dtype=torch.bool)
-    for m in masks:
-        m[torch.randperm(grid * grid, generator=gen)[:4]] = False
-    return masks.expand(batch, -1).reshape(batch, grid, grid).contiguous()
+TINY = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+SWIN = {  # config name: the published architecture it reproduces, tiny
+    'swin-base-w7': dataclasses.replace(SWIN_B, **TINY),
+    'swin-large-w14': dataclasses.replace(SWIN_L_W14, **TINY),
+}
+RTOL = 1e-5
 
 
 @pytest.fixture(scope='module')
-def official() -> Dict[str, Tensor]:
-    return random_official_state_dict(seed=0)
+def images() -> torch.Tensor:
+    return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
 
 
 @pytest.fixture(scope='module')
-def model():
-    return build_model()
+def mask() -> torch.Tensor:
+    """One 7x7 unit mask with 12 visible units (ratio 0.75), shared by the batch."""
+    return random_masks(1, (7, 7), 12, seed=2)[0]
 
 
-# ------------------------------------------------------------------------- tests
-@pytest.mark.parametrize('merge_order, shared_mask', [
-    ('greenmim', True),  # the published setting: one mask for the batch
-    ('greenmim', False),  # per-sample masks (this project's default)
-    ('swin', False),  # a source with Swin-official's merge layout
-], ids=['greenmim-batch-mask', 'greenmim-sample-masks', 'swin-sample-masks'])
-def test_converted_model_reproduces_published_loss(official, model, merge_order,
-                                                   shared_mask):
-    img = torch.randn(2, 3, ARCH['img_size'], ARCH['img_size'],
-                      generator=torch.Generator().manual_seed(1))
-    mask = random_mask(2, shared_mask, seed=2)
+@pytest.fixture(scope='module')
+def noise(mask) -> torch.Tensor:
+    """The published masking noise for ``mask``, kept units in row-major order."""
+    return noise_keeping_row_major(mask, torch.Generator().manual_seed(3))
+
+
+@pytest.fixture(scope='module')
+def official():
+    return published_swin_state_dict(SWIN['swin-base-w7'], seed=0)
+
+
+def assert_same(actual, expected) -> None:
+    """Same loss (relative 1e-5) and the same predictions for every unit (fp32)."""
+    torch.testing.assert_close(actual[0], expected[0], rtol=RTOL, atol=0)
+    torch.testing.assert_close(actual[1], expected[1], rtol=1e-4, atol=1e-5)
+
+
+def loss_difference(actual, expected) -> float:
+    """Relative difference of the losses of two ``(loss, predictions)``."""
+    return ((actual[0] - expected[0]).abs() / expected[0].abs()).item()
+
+
+def prediction_difference(actual, expected) -> float:
+    return (actual[1] - expected[1]).abs().max().item()
+
+
+# --------------------------------------------------------------- exactness
+@pytest.mark.parametrize('config', sorted(SWIN))
+def test_current_code_checkpoint_reproduces_the_published_loss(config, images, mask,
+                                                               noise):
+    """Published code since b981012 (Swin's merge layout), ``--merge-order
+    greenmim-2023``: the converted model's loss is the published one."""
+    published = SWIN[config]
+    official = published_swin_state_dict(published, seed=4)
     with torch.no_grad():
-        expected = reference_loss(official, img, mask, merge_order)
-    model.load_state_dict(convert_official_state_dict(official, merge_order), strict=True)
-    actual = model_loss(model, img, mask)
-    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+        expected = published_swin(official, published, images, noise, 'b981012')
+    model = build_pretrain_model(config, published)
+    model.load_state_dict(convert_official_state_dict(official, 'greenmim-2023'),
+                          strict=True)
+    assert_same(converted(model, images, mask), expected)
 
 
-def test_decoder_positions_are_the_published_table(model):
+@pytest.mark.parametrize('config', sorted(SWIN))
+def test_released_checkpoint_reproduces_the_2022_loss(config, images, mask, noise):
+    """The code of the released checkpoints (4beb99e), default layout: exact where
+    its middle-stage coordinates do not matter (stages 1 and 2 without blocks; the
+    three patch mergings and the unit-major token order are all exercised)."""
+    published = dataclasses.replace(SWIN[config], depths=(2, 0, 0, 2))
+    official = published_swin_state_dict(published, seed=5)
+    with torch.no_grad():
+        expected = published_swin(official, published, images, noise, '4beb99e')
+    model = build_pretrain_model(config, published)
+    model.load_state_dict(convert_official_state_dict(official), strict=True)
+    assert_same(converted(model, images, mask), expected)
+
+
+def test_2022_code_computes_the_middle_stages_on_scrambled_coordinates(images, mask,
+                                                                       noise):
+    """With blocks in stages 1 and 2, the 2022 code's loss is not any stock Swin's:
+    its coordinates there are scrambled. The converted model equals that computation
+    with the coordinates corrected, and differs from the literal one."""
+    published = SWIN['swin-base-w7']
+    official = published_swin_state_dict(published, seed=6)
+    with torch.no_grad():
+        literal = published_swin(official, published, images, noise, '4beb99e')
+        corrected = published_swin(official, published, images, noise, '4beb99e',
+                                   corrected_coords=True)
+    model = build_pretrain_model('swin-base-w7', published)
+    model.load_state_dict(convert_official_state_dict(official), strict=True)
+    actual = converted(model, images, mask)
+    assert_same(actual, corrected)
+    assert loss_difference(actual, literal) > 2 * RTOL  # beyond the equality tolerance
+    assert prediction_difference(actual, literal) > 1e-3
+
+
+def test_the_layouts_are_told_apart(images, mask, noise, official):
+    """Converting with the other layout changes the loss and the predictions: the
+    tests above check the permutation, not something it cannot affect."""
+    published = SWIN['swin-base-w7']
+    with torch.no_grad():
+        expected = published_swin(official, published, images, noise, 'b981012')
+    model = build_pretrain_model('swin-base-w7', published)
+    model.load_state_dict(convert_official_state_dict(official, 'greenmim-2022'))
+    actual = converted(model, images, mask)
+    assert loss_difference(actual, expected) > 2 * RTOL  # beyond the equality tolerance
+    assert prediction_difference(actual, expected) > 1e-3
+
+
+def test_published_decoder_misplaces_tokens_unless_kept_units_are_row_major(
+        images, mask, noise, official):
+    """The published decoder puts the encoder's row-major tokens at the units of the
+    noise order: with the same kept units in another noise order its loss changes,
+    while this project's (which places every token at its own unit) cannot."""
+    published = SWIN['swin-base-w7']
+    shuffled = noise_keeping_shuffled(mask, torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        in_order = published_swin(official, published, images, noise, 'b981012')
+        misplaced = published_swin(official, published, images, shuffled, 'b981012')
+    model = build_pretrain_model('swin-base-w7', published)
+    model.load_state_dict(convert_official_state_dict(official, 'greenmim-2023'))
+    actual = converted(model, images, mask)
+    assert_same(actual, in_order)
+    assert loss_difference(actual, misplaced) > 2 * RTOL  # beyond the equality tolerance
+    assert prediction_difference(actual, misplaced) > 1e-3
+
+
+def test_decoder_positions_are_the_published_table():
     """GreenMIMDecoder's fixed positions must be MAE's table for the losses to agree."""
-    grid = ARCH['img_size'] // ARCH['unit']
-    dims = ARCH['decoder_embed_dim']
-    expected = torch.from_numpy(mae_pos_embed(dims, grid)).float()[None]
-    actual = model.neck.position_embedding((grid, grid), torch.zeros(()))
+    model = build_pretrain_model('swin-base-w7', SWIN['swin-base-w7'])
+    expected = torch.from_numpy(mae_pos_embed(512, 7)).float()[None]
+    actual = model.neck.position_embedding((7, 7), torch.zeros(()))
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
 
 
-def test_wrong_merge_order_changes_the_loss(official, model):
-    """The check above is sensitive to the merge layout (so it tests the permutation)."""
-    img = torch.randn(2, 3, ARCH['img_size'], ARCH['img_size'],
-                      generator=torch.Generator().manual_seed(1))
-    mask = random_mask(2, True, seed=2)
-    with torch.no_grad():
-        expected = reference_loss(official, img, mask, 'greenmim')
-    model.load_state_dict(convert_official_state_dict(official, 'swin'), strict=True)
-    assert (model_loss(model, img, mask) - expected).abs() > 1e-3
-
-
+# --------------------------------------------------------------- layouts
 def test_merge_permutation_matches_unfold():
     """Source channel ``slot * C + c`` lands at mmcv's ``c * 4 + kh * 2 + kw``."""
     channels = 3
     x = torch.randn(1, channels, 2, 2)  # one 2x2 block
     unfold = F.unfold(x, 2, stride=2)[0, :, 0]  # c * 4 + kh * 2 + kw
-    row_major = torch.cat([x[0, :, 0, 0], x[0, :, 0, 1], x[0, :, 1, 0], x[0, :, 1, 1]])
-    swin = torch.cat([x[0, :, 0, 0], x[0, :, 1, 0], x[0, :, 0, 1], x[0, :, 1, 1]])
+    row_first = torch.cat([x[0, :, 0, 0], x[0, :, 0, 1], x[0, :, 1, 0], x[0, :, 1, 1]])
+    column_first = torch.cat([x[0, :, 0, 0], x[0, :, 1, 0], x[0, :, 0, 1], x[0, :, 1, 1]])
     weight = torch.randn(5, 4 * channels)  # a reduction over the source layout
-    for order, concat in (('greenmim', row_major), ('swin', swin)):
-        converted = merge_weight_to_unfold(weight, order)
+    for layout, concat in (('greenmim-2022', row_first), ('greenmim', row_first),
+                           ('greenmim-2023', column_first), ('swin', column_first)):
+        converted = merge_weight_to_unfold(weight, layout)
         torch.testing.assert_close(converted @ unfold, weight @ concat)
 
 
-def test_unknown_key_is_an_error_that_lists_it(official):
-    bad = dict(official)
-    bad['encoder.layers.0.blocks.0.attn.extra_scale'] = torch.ones(1)
-    bad['head.weight'] = torch.ones(1)
-    with pytest.raises(ValueError, match='Unknown keys') as info:
-        convert_official_state_dict(bad)
-    assert 'encoder.layers.0.blocks.0.attn.extra_scale' in str(info.value)
-    assert 'head.weight' in str(info.value)
+def test_conversion_reports_the_layout_it_applied(official):
+    assert convert_official(official).merge_layout == 'greenmim-2022'
+    assert convert_official(official, 'greenmim').merge_layout == 'greenmim-2022'
+    assert convert_official(official, 'swin').merge_layout == 'swin'
+    with pytest.raises(OfficialCheckpointError, match="unknown patch merging layout 'x'"):
+        convert_official(official, 'x')
 
 
-def test_missing_key_is_an_error_that_lists_it(official):
+# --------------------------------------------------------------- bad state dicts
+def error_of(state_dict, layout=None) -> str:
+    with pytest.raises(OfficialCheckpointError) as info:
+        convert_official_state_dict(state_dict, layout)
+    message = str(info.value)
+    assert '\n' not in message
+    return message
+
+
+def test_unknown_and_missing_keys_are_listed_in_one_line(official):
     bad = {k: v for k, v in official.items()
            if k not in ('encoder.layers.1.blocks.0.mlp.fc2.bias', 'decoder_norm.weight')}
-    with pytest.raises(ValueError, match='Missing keys') as info:
-        convert_official_state_dict(bad)
-    assert 'encoder.layers.1.blocks.0.mlp.fc2.bias' in str(info.value)
-    assert 'decoder_norm.weight' in str(info.value)
+    bad['encoder.layers.0.blocks.0.attn.extra_scale'] = torch.ones(1)
+    bad['head.weight'] = torch.ones(1)
+    message = error_of(bad)
+    assert message.startswith('not a published GreenMIM Swin checkpoint')
+    assert '4 stages of depths [2, 2, 2, 2], 1 decoder block(s)' in message
+    for key in ('encoder.layers.0.blocks.0.attn.extra_scale', 'head.weight',
+                'encoder.layers.1.blocks.0.mlp.fc2.bias', 'decoder_norm.weight'):
+        assert key in message
+    assert '2 unknown keys' in message and '2 missing keys' in message
 
 
 def test_a_missing_middle_block_is_reported(official):
     bad = {k: v for k, v in official.items()
            if not k.startswith('encoder.layers.2.blocks.0.')}
-    with pytest.raises(ValueError, match='encoder.layers.2.blocks.0.norm1.weight'):
-        convert_official_state_dict(bad)
+    message = error_of(bad)
+    assert 'missing keys: encoder.layers.2.blocks.0.*' in message
 
 
 def test_learned_decoder_positions_are_refused(official):
-    bad = dict(official)
-    bad['decoder_pos_embed'] = torch.randn_like(official['decoder_pos_embed'])
-    with pytest.raises(ValueError, match='sin-cos'):
-        convert_official_state_dict(bad)
+    bad = dict(official, decoder_pos_embed=torch.randn_like(official['decoder_pos_embed']))
+    assert 'not the fixed 2-D sin-cos table of a 7x7 grid' in error_of(bad)
 
 
-def _load_tool():
-    path = osp.join(REPO_ROOT, 'tools', 'model_converters', 'greenmim_official_to_mm.py')
-    spec = importlib.util.spec_from_file_location('greenmim_official_to_mm', path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+@pytest.mark.parametrize('key, shape, expected', [
+    ('decoder_pred.weight', (16 * 16 * 3, 512), 'expected (3072, 512): 3 x 32 x 32 pixels'),
+    ('decoder_embed.weight', (512, 96), 'expected (512, 128): encoder width 128'),
+])
+def test_a_decoder_that_does_not_fit_the_encoder_is_refused(official, key, shape, expected):
+    bad = dict(official, **{key: torch.zeros(shape)})
+    message = error_of(bad)
+    assert message.startswith('the decoder does not fit the encoder') and expected in message
 
 
-def test_cli_writes_an_mmengine_checkpoint(official, model, tmp_path, capsys):
-    from mmengine.runner import load_checkpoint
+def test_2022_identity_decoder_embed_converts_to_an_identity(official):
+    """The 2022 wrapper used ``nn.Identity`` when encoder and decoder widths agree."""
+    published = dataclasses.replace(SWIN['swin-base-w7'], embed_dim=64, num_heads=(2, 2, 4, 4))
+    source = published_swin_state_dict(published, seed=1)
+    assert published.width == 512
+    del source['decoder_embed.weight'], source['decoder_embed.bias']
+    converted = convert_official_state_dict(source)
+    assert torch.equal(converted['neck.decoder_embed.weight'], torch.eye(512))
+    assert not converted['neck.decoder_embed.bias'].any()
+    half = {k: v for k, v in official.items() if k != 'decoder_embed.bias'}
+    assert 'decoder_embed has a weight or a bias but not both' in error_of(half)
 
-    src, dst = tmp_path / 'greenmim_official.pth', tmp_path / 'out' / 'converted.pth'
-    # As the published main_pretrain.py saves it, training arguments included.
-    torch.save(dict(model=official, epoch=799, args=argparse.Namespace(mask_ratio=0.75)),
-               src)
-    assert _load_tool().main([str(src), str(dst)]) == 0
+
+@pytest.mark.parametrize('keys, expected', [
+    (['backbone.patch_embed.projection.weight', 'neck.mask_token'],
+     'already in greenmim_mm format'),
+    (['layers.0.blocks.0.norm1.weight', 'head.weight'],
+     'looks like an encoder or fine-tuning checkpoint'),
+    (['blocks.0.attn.qkv.weight', 'cls_token', 'decoder_pred.weight'],
+     'looks like an encoder or fine-tuning checkpoint'),
+    (['conv1.weight', 'fc.weight'], 'its keys are conv1.weight, fc.weight'),
+    (['encoder.layers.0.blocks.0.norm1.weight', 'encoder.blocks.0.0.norm1.weight'],
+     'keys of both published encoders'),
+])
+def test_neither_family_says_what_it_looks_like(keys, expected):
+    message = error_of({key: torch.zeros(1) for key in keys})
+    assert expected in message
+
+
+def test_non_tensor_entries_are_refused(official):
+    assert 'entries that are not tensors: epoch' in error_of(dict(official, epoch=3))
+
+
+# --------------------------------------------------------------- files
+def save_published(path, state_dict) -> str:
+    """As the published ``main_pretrain.py`` saves it: training arguments included."""
+    torch.save(dict(model=state_dict, optimizer={}, epoch=799, scaler={'scale': 1024.0},
+                    args=argparse.Namespace(mask_ratio=0.75, model='green_mim_swin')),
+               path)
+    return str(path)
+
+
+def test_file_conversion_writes_an_mmengine_checkpoint(official, tmp_path):
+    """What the tool runs; ``load_from`` (mmengine's ``load_checkpoint``) reads it into
+    the pretraining model strictly."""
+    src = save_published(tmp_path / 'checkpoint-799.pth', official)
+    dst = tmp_path / 'out' / 'converted.pth'
+    conversion = convert_official_checkpoint(src, str(dst))
     saved = torch.load(dst, map_location='cpu', weights_only=True)
     assert set(saved) == {'state_dict', 'meta'}
-    assert saved['meta']['merge_order'] == 'greenmim'
+    assert saved['meta']['family'] == 'swin'
+    assert saved['meta']['merge_layout'] == 'greenmim-2022'
+    model = build_pretrain_model('swin-base-w7', SWIN['swin-base-w7'])
     load_checkpoint(model, str(dst), strict=True, logger='silent')
-    for key, value in convert_official_state_dict(official).items():
+    for key, value in conversion.state_dict.items():
         torch.testing.assert_close(model.state_dict()[key], value)
     assert sorted(p.name for p in dst.parent.iterdir()) == ['converted.pth']
 
 
-def test_cli_refuses_bad_keys_and_writes_nothing(official, tmp_path, capsys):
-    src, dst = tmp_path / 'bad.pth', tmp_path / 'converted.pth'
-    bad = dict(official)
-    bad['encoder.head.weight'] = torch.ones(1)
-    torch.save(dict(model=bad), src)
-    assert _load_tool().main([str(src), str(dst)]) == 1
-    assert 'encoder.head.weight' in capsys.readouterr().err
+TINY_CONFIG = osp.join(REPO_ROOT, 'tests', 'tools', 'configs', 'tiny_greenmim.py')
+TINY_CONFIG_MODEL = PublishedSwin(  # the model of TINY_CONFIG in the published names
+    img_size=64, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2), window_size=2,
+    decoder_embed_dim=32, decoder_num_heads=2)
+
+
+def test_load_from_starts_pretraining_from_the_converted_weights(tmp_path, capsys):
+    """``tools/train.py CONFIG --cfg-options load_from=DST`` (in this process): the
+    Runner loads every key (mmengine prints any mismatch) and trains on."""
+    src = save_published(tmp_path / 'src.pth', published_swin_state_dict(TINY_CONFIG_MODEL))
+    dst = str(tmp_path / 'converted.pth')
+    convert_official_checkpoint(src, dst, config=TINY_CONFIG)
+    work_dir = tmp_path / 'work'
+    cfg = prepare_train([TINY_CONFIG, '--work-dir', str(work_dir),
+                         '--cfg-options', f'load_from={dst}'])
+    train(cfg)
+    output = capsys.readouterr()
+    assert f'Load checkpoint from {dst}' in next(work_dir.glob('*/*.log')).read_text()
+    assert 'do not match exactly' not in output.out + output.err
+    assert (work_dir / 'iter_2.pth').exists()
+
+
+@pytest.mark.parametrize('change, expected', [
+    (dict(decoder_embed_dim=64, decoder_num_heads=4),
+     'shape mismatches (converted vs configured): neck.decoder_blocks.0.attn.proj.bias '
+     '(64,) vs (32,)'),
+    (dict(decoder_depth=2), '12 unexpected keys: neck.decoder_blocks.1.* (12 keys)'),
+    (dict(depths=(2, 2, 1, 2)), '14 missing keys: backbone.stages.2.blocks.1.* (14 keys)'),
+])
+def test_config_check_names_what_does_not_fit_and_writes_nothing(tmp_path, change,
+                                                                 expected):
+    """``--config``: a checkpoint that converts but does not fit the config (which
+    a training run would only find when it loads it) stops before DST is written."""
+    published = dataclasses.replace(TINY_CONFIG_MODEL, **change)
+    src = save_published(tmp_path / 'src.pth', published_swin_state_dict(published))
+    dst = tmp_path / 'converted.pth'
+    with pytest.raises(OfficialCheckpointError) as info:
+        convert_official_checkpoint(src, str(dst), config=TINY_CONFIG)
+    message = str(info.value)
+    assert message.startswith(f'the converted checkpoint does not fit the model of '
+                              f'{TINY_CONFIG}: ') and expected in message, message
+    assert not dst.exists()
+
+
+def write_bytes(path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+class Unknown:  # a class torch's safe unpickler refuses
+    pass
+
+
+@pytest.mark.parametrize('make, expected', [
+    (lambda d: str(d / 'nope.pth'), 'nope.pth does not exist'),
+    (lambda d: str(d), 'is a directory, not a checkpoint file'),
+    (lambda d: write_bytes(d / 'empty.pth', b''), 'is not a PyTorch checkpoint'),
+    (lambda d: write_bytes(d / 'notes.txt', b'a text file\n'), 'is not a PyTorch checkpoint'),
+    (lambda d: write_bytes(d / 'list.pth', pickle.dumps([1, 2])), 'is not a PyTorch'),
+    (lambda d: torch.save([torch.ones(1)], d / 'list.pt') or str(d / 'list.pt'),
+     'holds a list, not a checkpoint dict'),
+    (lambda d: torch.save({'epoch': 3}, d / 'meta.pt') or str(d / 'meta.pt'),
+     "has no state dict: expected a 'model' entry"),
+    (lambda d: torch.save({'model': {'x': Unknown()}}, d / 'obj.pt') or str(d / 'obj.pt'),
+     'pickles a test_convert_official.Unknown, which torch.load(weights_only=True) '
+     'refuses; if you trust the file, re-save'),
+])
+def test_a_file_that_is_not_a_checkpoint_is_one_line_and_writes_nothing(tmp_path, make,
+                                                                         expected):
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    src = make(folder)
+    dst = tmp_path / 'converted.pth'
+    with pytest.raises(UsageError) as info:
+        convert_official_checkpoint(src, str(dst))
+    assert expected in str(info.value) and '\n' not in str(info.value)
+    assert not dst.exists()
+
+
+def test_bad_keys_write_nothing_and_name_the_source(official, tmp_path):
+    bad = dict(official, **{'encoder.head.weight': torch.ones(1)})
+    src = save_published(tmp_path / 'bad.pth', bad)
+    with pytest.raises(OfficialCheckpointError, match=r'bad\.pth: not a published .*'
+                       r'encoder\.head\.weight'):
+        convert_official_checkpoint(src, str(tmp_path / 'converted.pth'))
     assert sorted(p.name for p in tmp_path.iterdir()) == ['bad.pth']
+
+
+def test_a_failed_write_keeps_the_old_destination(official, tmp_path):
+    """DST is replaced in one rename: a write that fails half-way leaves the previous
+    file as it was and no temporary file behind."""
+    src = save_published(tmp_path / 'src.pth', official)
+    dst = tmp_path / 'converted.pth'
+    dst.write_bytes(b'previous')
+
+    def failing_save(obj, path):
+        with open(path, 'wb') as handle:
+            handle.write(b'half')
+        raise OSError(28, 'No space left on device')
+
+    with mock.patch('torch.save', failing_save), \
+            pytest.raises(OfficialCheckpointError, match='cannot write .*No space left'):
+        convert_official_checkpoint(src, str(dst))
+    assert dst.read_bytes() == b'previous'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['converted.pth', 'src.pth']
+    with pytest.raises(OfficialCheckpointError, match='is the source checkpoint'):
+        convert_official_checkpoint(src, src)
+
+
+# --------------------------------------------------------------- the tool
+def load_tool():
+    path = osp.join(REPO_ROOT, 'tools', 'model_converters', 'greenmim_official_to_mm.py')
+    spec = importlib.util.spec_from_file_location('greenmim_official_to_mm', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tool_prints_the_family_and_the_layout_it_applied(official, tmp_path, capsys):
+    tool = load_tool()
+    src = save_published(tmp_path / 'src.pth', official)
+    tool.main([src, str(tmp_path / 'a.pth')])
+    out = capsys.readouterr().out
+    assert ('a published GreenMIM Swin checkpoint (4 stages of depths [2, 2, 2, 2], '
+            '1 decoder block(s))') in out
+    assert "patch merging: layout 'greenmim-2022' applied (row-first 2x2 concat" in out
+    tool.main([src, str(tmp_path / 'b.pth'), '--merge-order', 'greenmim-2023'])
+    assert "layout 'greenmim-2023' applied (Swin's column-first" in capsys.readouterr().out
+    tiny = save_published(tmp_path / 'tiny.pth', published_swin_state_dict(TINY_CONFIG_MODEL))
+    tool.main([tiny, str(tmp_path / 'c.pth'), '--config', TINY_CONFIG])
+    assert f'fits the model of {TINY_CONFIG} (every key and shape)' in capsys.readouterr().out
+
+
+def test_tool_error_is_one_line_with_exit_code_2(official, tmp_path, capsys):
+    """A checkpoint that converts to nothing: ``error: SRC: <what differs>`` (the
+    project's tool convention, :mod:`greenmim_mm.engine.errors`), nothing written.
+    (``tests/tools/test_bad_input.py`` runs the script's missing and non-checkpoint
+    files.)"""
+    src = save_published(tmp_path / 'bad.pth', dict(official, extra=torch.ones(1)))
+    dst = tmp_path / 'converted.pth'
+    with pytest.raises(SystemExit) as info:
+        run_tool(lambda: load_tool().main([src, str(dst)]))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {src}: not a published GreenMIM Swin checkpoint')
+    assert err.count('\n') == 1 and '1 unknown key: extra' in err
+    assert not dst.exists()

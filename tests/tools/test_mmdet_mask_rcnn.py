@@ -1,29 +1,24 @@
 """A tiny Mask R-CNN (mmdet scope) trains an iteration and is evaluated with mmdet's
 ``CocoMetric`` through ``tools/train.py`` and ``tools/test.py``, on a shapes set that
-``tools/make_demo_coco.py`` writes."""
+``make_demo_coco`` (what ``tools/make_demo_coco.py`` runs) writes."""
 import json
 import os.path as osp
 import pickle
-import runpy
-import sys
 
 import pytest
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from greenmim_mm.datasets.demo_coco import make_demo_coco
+
 CONFIG = 'tests/tools/configs/tiny_mask_rcnn.py'
 
 
 @pytest.fixture(scope='module')
 def coco_dir(tmp_path_factory) -> str:
-    """The data, written by ``tools/make_demo_coco.py``'s ``main()`` in this process
-    (a subprocess would cost an import of the whole stack for a few JPEGs)."""
+    """The data, written in this process by ``make_demo_coco`` (what
+    ``tools/make_demo_coco.py`` runs; a subprocess would cost an import of the whole
+    stack for a few JPEGs)."""
     data_root = str(tmp_path_factory.mktemp('demo_coco'))
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setattr(sys, 'argv', [
-            'make_demo_coco.py', data_root, '--num-train', '4', '--num-val', '4',
-            '--size', '128', '--seed', '1'])
-        runpy.run_path(osp.join(REPO_ROOT, 'tools', 'make_demo_coco.py'),
-                       run_name='__main__')
+    make_demo_coco(data_root, num_train=4, num_val=4, size=128, seed=1)
     return data_root
 
 
@@ -36,7 +31,7 @@ def trained(run_tool, coco_dir, tmp_path_factory):
     return result, work_dir
 
 
-def test_make_demo_coco_tool(coco_dir):
+def test_make_demo_coco(coco_dir):
     for split in ('train', 'val'):
         with open(osp.join(coco_dir, 'annotations', f'instances_{split}.json')) as f:
             coco = json.load(f)
@@ -68,11 +63,3 @@ def test_mask_rcnn_test_reports_coco_map(run_tool, coco_dir, trained, tmp_path):
     assert len(detections) == 4  # one per val image
     assert {'bboxes', 'scores', 'labels', 'masks'} <= set(detections[0]['pred_instances'])
 
-
-def test_make_demo_coco_tool_bad_size(monkeypatch, tmp_path):
-    monkeypatch.setattr(sys, 'argv', ['make_demo_coco.py', str(tmp_path), '--size', '8'])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(osp.join(REPO_ROOT, 'tools', 'make_demo_coco.py'),
-                       run_name='__main__')
-    assert str(exit_info.value.code) == 'error: size must be at least 32 pixels, got 8'
-    assert not any(tmp_path.iterdir())

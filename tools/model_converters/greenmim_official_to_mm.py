@@ -1,80 +1,71 @@
 """Convert a checkpoint of the published GreenMIM code to this project's format.
 
-    python tools/model_converters/greenmim_official_to_mm.py SRC DST [--merge-order swin]
+    python tools/model_converters/greenmim_official_to_mm.py SRC DST [--merge-order LAYOUT]
+                                                             [--config PRETRAIN_CONFIG]
 
-SRC is a pretraining checkpoint of github.com/LayneH/GreenMIM (``{'model': ..., ...}``,
-Swin encoder and MAE decoder); DST is written in mmengine's format (``{'state_dict':
-..., 'meta': ...}``) for ``GreenMIM`` (``backbone.*``, ``neck.*``): resume pretraining
-with ``load_from=DST``, or fine-tune with ``init_cfg=dict(type='Pretrained',
-checkpoint=DST, prefix='backbone.')``. The key mapping and the patch merging re-order
-are documented in :mod:`greenmim_mm.models.convert_official`. Unknown or missing keys
-stop the conversion with the list of them; DST is written to a temporary file first
-and renamed, so it is never left half-written.
+SRC is a pretraining checkpoint of github.com/LayneH/GreenMIM (``{'model': ...}`` of
+``MaskedAutoencoder`` with a Swin or a Twins encoder; which one is read from its keys).
+DST is written in mmengine's format for ``GreenMIM`` (``backbone.*``, ``neck.*``):
+resume pretraining with ``load_from=DST`` in the matching pretraining config, or
+fine-tune with ``init_cfg=dict(type='GreenMIMPretrained', checkpoint=DST,
+prefix='backbone.')``. Swin checkpoints have two patch merging layouts, which their keys
+do not tell apart: the released 2022 checkpoints' (default) and the published code's
+since b981012 (2023-01-16, ``--merge-order greenmim-2023``); the tool prints the one it
+applied. ``--config`` checks that DST fits a pretraining config's model exactly before
+writing it. Everything is documented in :mod:`greenmim_mm.models.official`.
+
+A source that is not a published GreenMIM checkpoint (neither family, unknown or
+missing keys, a decoder that does not fit, not a checkpoint file) stops the conversion
+with one line saying what differs (exit code 2, :mod:`greenmim_mm.engine.errors`); DST
+is written to a temporary file and renamed, so it is never left half-written.
 """
 import argparse
-import os
-import os.path as osp
-import sys
-import tempfile
-from datetime import datetime
+from typing import List, Optional
 
-import torch
-
-from greenmim_mm.models.convert_official import (MERGE_ORDERS, checkpoint_state_dict,
-                                                 convert_official_state_dict)
+from greenmim_mm.engine.config_checks import require_checkpoint
+from greenmim_mm.engine.errors import ArgumentParser, add_debug_flag, run_tool
+from greenmim_mm.models.official import (DEFAULT_MERGE_LAYOUT, FAMILIES,
+                                         MERGE_LAYOUT_ALIASES, MERGE_LAYOUT_ORIGINS,
+                                         MERGE_LAYOUTS, convert_official_checkpoint)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description='Convert a published GreenMIM (Swin) checkpoint to greenmim_mm')
-    parser.add_argument('src', help='published checkpoint ({"model": state_dict})')
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = ArgumentParser(
+        description='Convert a published GreenMIM pretraining checkpoint (Swin or '
+        'Twins) to greenmim_mm (mmengine format)')
+    parser.add_argument('src', help='published checkpoint ({"model": state_dict, ...})')
     parser.add_argument('dst', help='output checkpoint (mmengine format)')
+    layouts = '; '.join(f'{name}: {origin}' for name, origin in MERGE_LAYOUT_ORIGINS.items())
     parser.add_argument(
-        '--merge-order', choices=sorted(MERGE_ORDERS), default='greenmim',
-        help="layout of patch merging's 4C channels in SRC: 'greenmim' (published "
-        "GreenMIM pretraining code, default) or 'swin' (Swin-official / timm)")
+        '--merge-order', choices=sorted(MERGE_LAYOUTS) + sorted(MERGE_LAYOUT_ALIASES),
+        default=None, metavar='LAYOUT',
+        help=f'Swin only: the patch merging layout of SRC (default {DEFAULT_MERGE_LAYOUT}). '
+        f'{layouts}.')
+    parser.add_argument(
+        '--config', help='a pretraining config: check that the converted checkpoint has '
+        "exactly its model's keys and shapes (what load_from needs) before writing it")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
-def load_checkpoint(path: str) -> dict:
-    """``torch.load`` with ``weights_only``; published checkpoints also pickle their
-    ``argparse.Namespace`` of training arguments, which is allowed explicitly."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location='cpu', weights_only=True)
-
-
-def save_atomic(obj: dict, dst: str) -> None:
-    """Write ``obj`` to a temporary file next to ``dst``, then rename it to ``dst``."""
-    folder = osp.dirname(osp.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix='.' + osp.basename(dst) + '.', dir=folder)
-    os.close(handle)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def main(argv=None) -> int:
+def main(argv: Optional[List[str]] = None) -> None:
+    """Convert; a missing, unreadable or unconvertible SRC, or a result that does not fit
+    ``--config``, is a ``UsageError`` (one line from the tool, exit code 2)."""
     args = parse_args(argv)
-    if not osp.isfile(args.src):
-        print(f'error: {args.src} does not exist', file=sys.stderr)
-        return 2
-    try:
-        official = checkpoint_state_dict(load_checkpoint(args.src))
-        state_dict = convert_official_state_dict(official, args.merge_order)
-    except ValueError as error:
-        print(f'error: cannot convert {args.src}:\n{error}', file=sys.stderr)
-        return 1
-    meta = dict(converted_from=osp.abspath(args.src), converter='greenmim_official_to_mm',
-                merge_order=args.merge_order, time=datetime.now().isoformat())
-    save_atomic(dict(state_dict=state_dict, meta=meta), args.dst)
-    print(f'{len(official)} keys of {args.src} -> {len(state_dict)} keys in {args.dst}')
-    return 0
+    require_checkpoint(args.src, 'checkpoint to convert')
+    conversion = convert_official_checkpoint(args.src, args.dst, args.merge_order,
+                                             args.config)
+    print(f'read {args.src}: a published GreenMIM {FAMILIES[conversion.family]} '
+          f'checkpoint ({conversion.structure})')
+    if conversion.merge_layout is not None:
+        print(f"patch merging: layout '{conversion.merge_layout}' applied "
+              f'({MERGE_LAYOUT_ORIGINS[conversion.merge_layout]}); --merge-order '
+              'selects another')
+    if args.config:
+        print(f'fits the model of {args.config} (every key and shape)')
+    print(f'wrote {args.dst}: {len(conversion.state_dict)} keys (load_from={args.dst} '
+          'resumes pretraining; GreenMIMPretrained with prefix backbone. fine-tunes)')
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

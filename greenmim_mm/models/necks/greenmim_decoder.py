@@ -1,5 +1,5 @@
 """The GreenMIM decoder: an MAE decoder at mask-unit resolution."""
-from typing import Dict, Tuple
+from typing import Optional, Tuple
 
 import torch
 from mmengine.model import BaseModule
@@ -11,7 +11,8 @@ from ...ops.masking import visible_unit_ids
 
 
 def unit_position_embedding(grid_hw: Tuple[int, int], dims: int,
-                            temperature: float = 10000.) -> Tensor:
+                            temperature: float = 10000.,
+                            device: Optional[torch.device] = None) -> Tensor:
     """MAE's fixed 2-D sin-cos positions of a ``(Hu, Wu)`` grid, ``(1, Hu*Wu, dims)``.
 
     Units in row-major order; channels ``[sin(c w), cos(c w), sin(r w), cos(r w)]`` for
@@ -19,14 +20,17 @@ def unit_position_embedding(grid_hw: Tuple[int, int], dims: int,
     this is MAE's ``get_2d_sincos_pos_embed`` table (without the class token), which
     the published GreenMIM decoder uses. (mmpretrain's
     ``build_2d_sincos_position_embedding`` builds the transposed table, and on a
-    non-square grid it gives units the positions of another grid.)
+    non-square grid it gives units the positions of another grid.) Computed on
+    ``device`` (float64 math, float32 result): a few tiny kernels, no host copy.
     """
     if dims % 4:
         raise ValueError(f'The decoder width must be a multiple of 4, got {dims}.')
     rows, cols = torch.meshgrid(
-        torch.arange(grid_hw[0], dtype=torch.float64),
-        torch.arange(grid_hw[1], dtype=torch.float64), indexing='ij')  # Hu, Wu
-    omega = temperature**(-torch.arange(dims // 4, dtype=torch.float64) / (dims / 4))
+        torch.arange(grid_hw[0], dtype=torch.float64, device=device),
+        torch.arange(grid_hw[1], dtype=torch.float64, device=device),
+        indexing='ij')  # Hu, Wu
+    steps = torch.arange(dims // 4, dtype=torch.float64, device=device)
+    omega = temperature**(-steps / (dims / 4))
     angle_col = cols.reshape(-1, 1) * omega  # Hu*Wu, dims/4
     angle_row = rows.reshape(-1, 1) * omega
     table = torch.cat([angle_col.sin(), angle_col.cos(), angle_row.sin(),
@@ -71,7 +75,6 @@ class GreenMIMDecoder(MAEPretrainDecoder):
         # MAE's table holds one fixed square grid plus a class token; positions here
         # come from the grid of each mask (see ``position_embedding``).
         del self.decoder_pos_embed
-        self._pos_cache: Dict[Tuple[int, int, torch.device, torch.dtype], Tensor] = {}
 
     def init_weights(self) -> None:
         """MAE's initialisation, less the position table this decoder does not have."""
@@ -79,28 +82,32 @@ class GreenMIMDecoder(MAEPretrainDecoder):
         torch.nn.init.normal_(self.mask_token, std=.02)
 
     def position_embedding(self, grid_hw: Tuple[int, int], like: Tensor) -> Tensor:
-        """Fixed 2-D sin-cos positions of a ``(Hu, Wu)`` grid, ``(1, Hu*Wu, D)``."""
-        key = (grid_hw[0], grid_hw[1], like.device, like.dtype)
-        if key not in self._pos_cache:
-            pos = unit_position_embedding(grid_hw, self.mask_token.shape[-1])
-            self._pos_cache[key] = pos.to(device=like.device, dtype=like.dtype)
-        return self._pos_cache[key]
+        """Fixed 2-D sin-cos positions of a ``(Hu, Wu)`` grid, ``(1, Hu*Wu, D)``, on
+        ``like``'s device and in its dtype (recomputed per call: no module state, so a
+        compiled step neither guards nor recompiles on a cache)."""
+        pos = unit_position_embedding(grid_hw, self.mask_token.shape[-1],
+                                      device=like.device)
+        return pos.to(like.dtype)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, mask: Tensor,  # type: ignore[override]
+                unit_ids: Optional[Tensor] = None) -> Tensor:
         """Predict the pixels of every mask unit.
 
         Args:
             x: ``(B, N_vis, embed_dim)`` encoder tokens, one per visible unit, in
                 row-major order of the visible units.
-            mask: ``(B, Hu, Wu)`` bool unit mask, True = masked. Best kept on the CPU
-                (it is only read to place the tokens).
+            mask: ``(B, Hu, Wu)`` bool unit mask, True = masked (only its grid is
+                read when ``unit_ids`` is given).
+            unit_ids: ``(B, N_vis)`` row-major ids of the visible units, on ``x``'s
+                device (the plan's ``unit_ids``); computed from ``mask`` when None.
 
         Returns:
             ``(B, Hu*Wu, patch_size**2 * in_chans)`` predictions in row-major unit
             order, for the visible units too (the loss reads the masked ones).
         """
         batch, grid_h, grid_w = mask.shape
-        unit_ids = visible_unit_ids(mask)  # B, N_vis
+        if unit_ids is None:
+            unit_ids = visible_unit_ids(mask)  # B, N_vis
         if unit_ids.shape[1] != x.shape[1]:
             raise ValueError(
                 f'The mask has {unit_ids.shape[1]} visible units per sample but the '

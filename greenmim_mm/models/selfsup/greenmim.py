@@ -1,14 +1,17 @@
 """GreenMIM: masked image modeling on the visible mask units of a hierarchical ViT.
 
-``loss()`` is the whole recipe: stack the per-sample unit masks drawn by the data
-pipeline (``GreenMIMMaskGenerator``), encode the visible units only
-(``backbone(img, mask)``), decode every unit (``GreenMIMDecoder``) and score the masked
-ones (``MAEPretrainHead``: MSE on per-unit normalised pixels).
+``loss()`` is the whole recipe: take the batch's plan (made from the per-sample unit
+masks in the data loader by ``greenmim_collate``; made here from the data samples'
+masks when a batch has none), encode the visible units only (``backbone(img,
+plan=plan)``), decode every unit (``GreenMIMDecoder``) and score the masked ones
+(``MAEPretrainHead``: MSE on per-unit normalised pixels).
 """
+import logging
 import warnings
 from typing import Dict, List, Optional, Union
 
 import torch
+from mmengine.logging import print_log
 from mmpretrain.models.selfsup import BaseSelfSupervisor
 from mmpretrain.models.utils import SelfSupDataPreprocessor
 from mmpretrain.registry import MODELS
@@ -16,23 +19,31 @@ from mmpretrain.structures import DataSample
 from torch import Tensor, nn
 
 from ...ops.masking import check_unit_mask
+from ..backbones.base import check_not_compiling
+from ...ops.visible_plan import VisiblePlan
 
 MASK_MODES = ('sample', 'batch')
 
 
 @MODELS.register_module()
 class GreenMIMDataPreprocessor(SelfSupDataPreprocessor):
-    """``SelfSupDataPreprocessor`` that leaves the unit masks on the CPU.
+    """``SelfSupDataPreprocessor`` that moves the batch's plan and leaves masks alone.
 
-    mmengine moves every tensor of the data samples to the training device. The
-    GreenMIM backbone computes its grouping plans on the CPU from the mask, so a mask
-    on the GPU would have to be copied back, synchronising the GPU every step. This
-    preprocessor takes ``data_sample.mask`` out before the move and puts the same CPU
-    tensor back on the moved samples (the input batch is left as it was). Everything
-    else is ``SelfSupDataPreprocessor`` (same arguments).
+    - ``data['plan']`` (a :class:`~greenmim_mm.ops.visible_plan.VisiblePlan` of CPU
+      tensors from ``greenmim_collate``, pinned by the DataLoader) is copied to the
+      device with non-blocking copies and returned as ``plan``;
+    - the data samples' unit masks stay on the CPU (mmengine would move every tensor
+      of a data sample; a device mask read back for planning would stall the GPU).
+    Everything else is ``SelfSupDataPreprocessor`` (same arguments).
+
+    It runs eagerly under ``torch.compile`` (one graph break): traced, it would guard
+    on every data sample's metainfo (file names, shapes) and recompile each step.
     """
 
+    @torch.compiler.disable
     def forward(self, data: dict, training: bool = False) -> dict:
+        data = dict(data)
+        plan = data.pop('plan', None)
         samples = data.get('data_samples') or []
         masks = [sample.pop('mask', None) for sample in samples]
         try:
@@ -44,6 +55,8 @@ class GreenMIMDataPreprocessor(SelfSupDataPreprocessor):
         for sample, mask in zip(out['data_samples'] or [], masks):
             if mask is not None:
                 sample.mask = mask
+        if plan is not None:
+            out['plan'] = plan.to(out['inputs'].device, non_blocking=True)
         return out
 
 
@@ -64,7 +77,8 @@ class GreenMIM(BaseSelfSupervisor):
         head: Config of the reconstruction head, e.g. ``MAEPretrainHead(norm_pix=True,
             patch_size=32)``. mmpretrain's head patchifies square images only.
         mask_mode: ``'sample'`` (default) uses each sample's own mask; ``'batch'`` uses
-            the first sample's mask for the whole batch, like the published code.
+            the first sample's mask for the whole batch, like the published code (give
+            ``greenmim_collate`` the same ``mask_mode``).
         data_preprocessor: Defaults to ``GreenMIMDataPreprocessor`` (keeps the masks
             on the CPU); a dict without ``type`` gets that type.
         **kwargs: Passed on to ``BaseSelfSupervisor`` (``init_cfg``, ...).
@@ -121,38 +135,94 @@ class GreenMIM(BaseSelfSupervisor):
             mask = mask[:1].expand_as(mask).contiguous()
         return mask
 
-    def predict_pixels(self, inputs: Tensor, mask: Tensor) -> Tensor:
-        """Encoder on the visible units, then decoder: ``(B, Hu*Wu, unit*unit*3)``."""
-        latent = self.backbone(inputs, mask)[-1]  # B, N_vis, C
-        return self.neck(latent, mask)
+    def forward(self, inputs: Tensor, data_samples: Optional[List[DataSample]] = None,
+                mode: str = 'tensor', plan: Optional[VisiblePlan] = None):
+        """``BaseSelfSupervisor.forward``, passing the batch's ``plan`` to :meth:`loss`."""
+        if mode == 'loss':
+            return self.loss(inputs, data_samples, plan=plan)
+        return super().forward(inputs, data_samples, mode)
+
+    def batch_plan(self, inputs: Tensor, data_samples: List[DataSample],
+                   plan: Optional[VisiblePlan] = None) -> VisiblePlan:
+        """The batch's plan: the loader's, or one made here from the samples' masks."""
+        if plan is None:
+            check_not_compiling()
+            if self.training and not getattr(self, '_warned_no_plan', False):
+                self._warned_no_plan = True
+                print_log(
+                    'The batches have no plan from the data loader: the training '
+                    'process plans every step (CPU work the GPU waits for). Use '
+                    "collate_fn=dict(type='greenmim_collate') with the model's backbone "
+                    '(tools/train.py binds it; with your own Runner call '
+                    'greenmim_mm.datasets.bind_collate_backbone(cfg)).',
+                    logger='current', level=logging.WARNING)
+            mask = self.unit_masks(inputs, data_samples)  # CPU
+            return self.backbone.visible_plan(inputs, mask).to(inputs.device)
+        if plan.shared_mask != (self.mask_mode == 'batch'):
+            raise ValueError(
+                f"The model has mask_mode='{self.mask_mode}' but the data loader planned "
+                f"{'one mask per batch' if plan.shared_mask else 'a mask per sample'}: "
+                "give greenmim_collate the model's mask_mode.")
+        return plan
+
+    def predict_pixels(self, inputs: Tensor, mask: Optional[Tensor] = None,
+                       plan: Optional[VisiblePlan] = None) -> Tensor:
+        """Encoder on the visible units, then decoder: ``(B, Hu*Wu, unit*unit*3)``.
+
+        Give the ``(B, Hu, Wu)`` unit ``mask`` (planned here) or the batch's ``plan``.
+        """
+        if plan is None:
+            plan = self.backbone.visible_plan(inputs, mask).to(inputs.device)
+        latent = self.backbone(inputs, plan=plan)[-1]  # B, N_vis, C
+        return self.neck(latent, plan.mask, plan.unit_ids)
 
     def loss(self, inputs: Tensor, data_samples: List[DataSample],
-             **kwargs) -> Dict[str, Tensor]:
+             plan: Optional[VisiblePlan] = None, **kwargs) -> Dict[str, Tensor]:
         """MSE on the normalised pixels of the masked units.
 
         Args:
             inputs: ``(B, 3, H, W)`` normalised images.
             data_samples: Their data samples, each with a ``(Hu, Wu)`` bool ``mask``.
+            plan: the batch's plan from ``greenmim_collate`` (on the device), or None
+                to plan here from the samples' masks.
         """
-        mask = self.unit_masks(inputs, data_samples)  # B, Hu, Wu (CPU)
-        pred = self.predict_pixels(inputs, mask)
-        weight = mask.flatten(1).to(pred.device, non_blocking=True).to(pred.dtype)
+        plan = self.batch_plan(inputs, data_samples, plan)
+        pred = self.predict_pixels(inputs, plan=plan)
+        weight = plan.mask.flatten(1).to(pred.dtype)  # B, L: 1 = masked unit
         return dict(loss=self.head.loss(pred, inputs, weight))
 
     @torch.no_grad()
-    def reconstruct(self, inputs: Tensor, data_samples: List[DataSample]) -> Tensor:
+    def reconstruct(self, inputs: Tensor, data_samples: List[DataSample],
+                    statistics: str = 'unit') -> Tensor:
         """The predicted image, ``(B, 3, H, W)``, in the space of ``inputs``.
 
         With ``head.norm_pix`` the decoder predicts each unit normalised by its own
-        pixel mean and std; as MAE's visualisation does, those are taken from the
-        input image to bring the prediction back to pixels, so the picture shows the
-        structure the model predicts, with the true brightness and contrast per unit.
+        pixel mean and std (one mean and one std over the unit's ``p*p*3`` values, as
+        the loss's target), and ``statistics`` says which mean and std bring it back:
+
+        - ``'unit'``: each unit's own, taken from the input, as MAE's figures do: the
+          picture shows the predicted structure with the true brightness and contrast
+          of every unit (so partly the original's colours);
+        - ``'visible'``: one mean and one std for the whole image, those of its
+          visible units (the mean of their means, the root mean of their variances):
+          the picture then depends only on what the encoder saw, and shows what the
+          model predicts on its own.
+
+        Without ``norm_pix`` the prediction already is in the space of ``inputs``.
         """
-        mask = self.unit_masks(inputs, data_samples)
-        pred = self.predict_pixels(inputs, mask)
+        if statistics not in ('unit', 'visible'):
+            raise ValueError(
+                f"statistics must be 'unit' or 'visible', got {statistics!r}")
+        mask = self.unit_masks(inputs, data_samples)  # B, Hu, Wu on the CPU
+        pred = self.predict_pixels(inputs, mask)  # B, L, p*p*3
         if self.head.norm_pix:
             target = self.head.patchify(inputs)  # B, L, p*p*3
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
+            mean = target.mean(dim=-1, keepdim=True)  # B, L, 1
+            var = target.var(dim=-1, keepdim=True)  # B, L, 1
+            if statistics == 'visible':
+                visible = (~mask.flatten(1)).to(pred)[..., None]  # B, L, 1
+                count = visible.sum(dim=1, keepdim=True)  # B, 1, 1
+                mean = (mean * visible).sum(dim=1, keepdim=True) / count
+                var = (var * visible).sum(dim=1, keepdim=True) / count
             pred = pred * (var + 1.e-6)**.5 + mean
         return self.head.unpatchify(pred)

@@ -60,6 +60,6 @@ param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
 optim_wrapper = dict(optimizer=dict(lr=0.01))
 default_hooks = dict(
     logger=dict(interval=1),
-    checkpoint=dict(by_epoch=False, interval=1),
+    checkpoint=dict(type='SafeCheckpointHook', by_epoch=False, interval=1),
     visualization=dict(type='DetVisualizationHook'))
 log_processor = dict(by_epoch=False)

@@ -1,0 +1,4 @@
+# Mask R-CNN + FPN on COCO with a GreenMIM-pretrained Swin-B (window 7), 1x schedule.
+_base_ = ['../_base_/models/mask-rcnn_swin-base-w7_fpn.py',
+          '../_base_/schedules/adamw-1x_coco-instance.py']
+model = dict(backbone=dict(drop_path_rate=0.2))  # a shorter schedule regularises less

@@ -1,0 +1,8 @@
+# GreenMIM Swin-B (window 7), the paper's recipe: 224 px, mask ratio 0.75, 800 epochs
+# on ImageNet-1k, batch 2048 = 8 GPUs x 256 (another setup: --auto-scale-lr):
+#   bash tools/dist_train.sh configs/pretrain/greenmim_swin-base-w7_8xb256-amp-coslr-800e_in1k.py 8
+_base_ = [
+    '../_base_/models/greenmim_swin-base-w7.py',
+    '../_base_/datasets/imagenet_bs256_greenmim.py',
+    '../_base_/schedules/greenmim_bs2048_adamw-amp-coslr-800e_in1k.py',
+]

@@ -1,0 +1,174 @@
+"""The GPU check (``tools/gpu_check.sh``): the CUDA tests, then GreenMIM vs SimMIM on
+Swin-B (GreenMIM 224 px, SimMIM's stock 192 px), bf16 autocast, at batch 128, 256 and
+the largest that fits, eager and compiled, sdpa and flex group attention; one markdown
+table, all within a time budget (8 minutes by default).
+
+    python -m greenmim_mm.benchmarking.gpu_check [--out work_dirs/gpu_check.md]
+    python -m greenmim_mm.benchmarking.gpu_check --smoke --device cpu  # the same path, tiny
+
+The matrix is a list of :class:`Cell` s, each one command line of ``tools/benchmark.py``
+run in this process, most important first. A cell starts only if the budget left is at
+least its estimate, and is stopped (``SIGALRM``) when the budget runs out; a cell that
+fails or is skipped gets a row that says so. The table is rewritten after every cell,
+so whatever stops the check leaves the rows measured so far.
+"""
+import argparse
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import List, Optional
+
+from .comparisons import REPO_ROOT
+
+BUDGET_S = 450  # of the 8 minutes; tools/gpu_check.sh installs the wheels first
+TESTS_MAX_S = 150
+
+
+@dataclass
+class Cell:
+    """One command line of the matrix; ``estimate_s``: budget it needs to start."""
+    mode: str
+    argv: List[str]
+    estimate_s: float
+
+
+def matrix(smoke: bool, device: str) -> List[Cell]:
+    """The cells, most important first."""
+    if smoke:  # tiny models, one step: every code path in seconds
+        common = ['--arch', 'demo', '--device', device, '--amp', '--steps', '1',
+                  '--warmup', '1', '--memory-steps', '1', '--batch-size', '2']
+        flex = ['--attn-backend', 'sdpa', 'flex'] if device == 'cuda' else []
+        return [Cell('eager', common + flex, 5),
+                Cell('compiled (dynamo, eager backend)',
+                     common + ['--no-memory', '--compile',
+                               '--compile-backend', 'eager'], 5)]
+    common = ['--arch', 'base', '--device', device, '--amp', '--amp-dtype', 'bfloat16']
+    eager = common + ['--steps', '5', '--warmup', '2']
+    compiled = common + ['--compile', '--no-memory', '--steps', '3', '--warmup', '2']
+    return [
+        Cell('eager', eager + ['--batch-size', '128', '256', '--attn-backend', 'sdpa',
+                               'flex'], 60),
+        Cell('compiled', compiled + ['--batch-size', '128', '--attn-backend', 'sdpa',
+                                     'flex'], 120),
+        Cell('compiled, CUDA graphs', compiled + ['--batch-size', '128',
+                                                  '--compile-mode', 'reduce-overhead'],
+             120),
+        Cell('eager', eager + ['--batch-size', 'max'], 90),
+        Cell('compiled', compiled + ['--batch-size', 'max'], 120),
+        Cell('compiled', compiled + ['--batch-size', '256', '--attn-backend', 'sdpa',
+                                     'flex'], 120),
+    ]
+
+
+def run_cuda_tests(timeout_s: float) -> str:
+    """``pytest tests -m cuda``; returns its summary line (and failures)."""
+    argv = [sys.executable, '-m', 'pytest', 'tests', '-q', '-m', 'cuda',
+            '-p', 'greenmim_mm.benchmarking.cuda_tests']
+    try:
+        result = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True,
+                                timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return f'stopped after {timeout_s:.0f} s'
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    failed = [line for line in lines if line.startswith(('FAILED', 'ERROR'))]
+    return '; '.join(failed + lines[-1:]) if lines else result.stderr[-500:]
+
+
+class _OutOfBudget(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _OutOfBudget()
+
+
+def run_cell(cell: Cell, seconds: float) -> List[list]:
+    """The cell's rows of :data:`runner.STEP_HEADER`, behind a ``mode`` column."""
+    from . import cli
+    from .runner import STEP_HEADER, step_rows
+
+    args = cli.parse_args(cell.argv)
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(max(1, int(seconds)))
+    try:
+        out = cli.run(args)
+    except _OutOfBudget:
+        return [_note_row(cell, f'stopped: out of budget after {seconds:.0f} s')]
+    except Exception as error:  # noqa: BLE001  (one failed cell must not end the check)
+        return [_note_row(cell, f'failed: {type(error).__name__}: '
+                          + str(error).strip().splitlines()[-1][:200])]
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    rows = step_rows(out['results'], out['variants'][-1].name)
+    assert len(rows[0]) == len(STEP_HEADER)
+    return [[cell.mode] + row for row in rows]
+
+
+def _note_row(cell: Cell, note: str) -> list:
+    from .runner import STEP_HEADER
+
+    sizes = cell.argv[cell.argv.index('--batch-size') + 1:] + ['--']
+    sizes = ' '.join(sizes[:next(i for i, s in enumerate(sizes) if s.startswith('-'))])
+    return [cell.mode, sizes, note] + [''] * (len(STEP_HEADER) - 2)
+
+
+def write_report(path: str, header: str, rows: List[list]) -> None:
+    from .measure import markdown_table
+    from .runner import STEP_HEADER
+
+    columns = ['mode'] + [h.format('SimMIM') for h in STEP_HEADER]
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(header + '\n\n' + markdown_table(columns, rows) + '\n')
+
+
+def main(argv: Optional[List[str]] = None) -> List[list]:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--out', default='work_dirs/gpu_check.md')
+    parser.add_argument('--device', choices=['cuda', 'cpu'], default='cuda')
+    parser.add_argument('--smoke', action='store_true',
+                        help='tiny models, one step: check the path, not the numbers')
+    parser.add_argument('--budget-s', type=float, default=BUDGET_S,
+                        help=f'seconds for tests and matrix (default: {BUDGET_S})')
+    parser.add_argument('--skip-tests', action='store_true')
+    args = parser.parse_args(argv)
+    start = time.monotonic()
+    import torch
+
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: torch sees no CUDA device; on a CPU machine run '
+                     '--smoke --device cpu')
+    device = (torch.cuda.get_device_name(0) if args.device == 'cuda'
+              else f'CPU ({torch.get_num_threads()} threads)')
+    tests = 'not run' if args.skip_tests else run_cuda_tests(
+        min(TESTS_MAX_S, args.budget_s / 3))
+    print(f'CUDA tests: {tests}', flush=True)
+    rows: List[list] = []
+    for cell in matrix(args.smoke, args.device):
+        left = args.budget_s - (time.monotonic() - start)
+        if left < cell.estimate_s:
+            rows.append(_note_row(cell, f'not run: {left:.0f} s of budget left, '
+                                  f'needs ~{cell.estimate_s:.0f} s'))
+        else:
+            print(f'cell: {cell.mode} {" ".join(cell.argv)}', flush=True)
+            rows += run_cell(cell, left)
+        header = (f'## GPU check: {device}, torch {torch.__version__}'
+                  f'{" (smoke: tiny models, not a measurement)" if args.smoke else ""}\n\n'
+                  f'CUDA tests (`pytest tests -m cuda`): {tests}. Matrix: '
+                  f'{time.monotonic() - start:.0f} s of a {args.budget_s:.0f} s budget; '
+                  'GreenMIM Swin (configs/pretrain/greenmim_swin_b.py) vs SimMIM '
+                  "(mmpretrain's stock simmim_swin-base-w6 192 px config), bf16 "
+                  'autocast; max = the largest batch that fits (eager); compiled rows '
+                  'without memory probes.')
+        write_report(args.out, header, rows)
+    print(open(args.out).read())
+    return rows
+
+
+if __name__ == '__main__':
+    main()

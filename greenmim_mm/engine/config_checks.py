@@ -1,0 +1,71 @@
+"""Checks of a merged config that the tools run before mmengine's ``Runner`` exists, so a
+mistake is one line (:class:`UsageError`) and nothing is written: checkpoint files, the
+schedule's lengths, batch sizes, checkpoint intervals and data folders."""
+import os.path as osp
+from typing import Optional, Sequence
+
+from mmengine.config import Config
+
+from .checkpoint import checkpoint_problem
+from .errors import UsageError
+
+
+def require_checkpoint(path: Optional[str], what: str,
+                       fix: str = 'give a complete checkpoint file') -> None:
+    """Raise :class:`UsageError` unless ``path`` (if given) is a complete checkpoint file
+    (``fix``: what to do about a broken one).
+
+    URLs (``https://``, ``open-mmlab://``, ...) are left to mmengine's loader.
+    """
+    if path is None or '://' in str(path):
+        return
+    if not osp.isfile(path):
+        raise UsageError(f'{what} not found: {path}; check the path (training writes its '
+                         'checkpoints into the work dir, e.g. iter_1000.pth)')
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise UsageError(f'{what} {path} is {problem}; {fix}')
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_schedule(cfg: Config) -> None:
+    """At least one iteration/epoch, a batch of at least one image, a checkpoint interval
+    that is not 0 (mmengine divides by it; -1 means never)."""
+    train_cfg = cfg.get('train_cfg') or {}
+    for key, unit in (('max_iters', 'iteration'), ('max_epochs', 'epoch')):
+        value = train_cfg.get(key)
+        if value is not None and not _positive_int(value):
+            raise UsageError(f'train_cfg.{key}={value!r}: training needs at least one '
+                             f'{unit}; set train_cfg.{key} to 1 or more')
+    batch_size = (cfg.get('train_dataloader') or {}).get('batch_size')
+    if batch_size is not None and not _positive_int(batch_size):
+        raise UsageError(f'train_dataloader.batch_size={batch_size!r}: a batch needs at '
+                         'least one image; set it to 1 or more')
+    checkpoint = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
+    if checkpoint.get('interval') == 0:
+        raise UsageError('default_hooks.checkpoint.interval=0: a checkpoint every 0 steps '
+                         'is not a schedule; set it to 1 or more (-1: never)')
+
+
+def check_data_roots(cfg: Config, loaders: Sequence[str]) -> None:
+    """Every ``<loader>.dataset.data_root`` that names a local folder exists."""
+    for name in loaders:
+        dataset = (cfg.get(name) or {}).get('dataset') or {}
+        root = dataset.get('data_root') if isinstance(dataset, dict) else None
+        if isinstance(root, str) and root and '://' not in root and not osp.isdir(root):
+            flag = ('--data-root DIR' if name == 'train_dataloader' else
+                    f'--cfg-options {name}.dataset.data_root=DIR')
+            raise UsageError(f'{name}.dataset.data_root not found: {root}; put the data '
+                             f'there or give its folder with {flag}')
+
+
+def set_data_root(cfg: Config, folder: str) -> None:
+    """``--data-root``: the folder of the training set (``train_dataloader.dataset``)."""
+    dataset = (cfg.get('train_dataloader') or {}).get('dataset')
+    if not isinstance(dataset, dict):
+        raise UsageError('--data-root: the config has no train_dataloader.dataset; set the '
+                         'data with --cfg-options')
+    dataset['data_root'] = folder

@@ -1,0 +1,170 @@
+"""Mixed precision from the command line on the CPU (``AnyDeviceAmpOptimWrapper``), and
+training steps whose loss is not finite skipped, counted and, too many in a row,
+stopping the run with the checkpoints intact (``NonFiniteGuard``)."""
+import math
+import os.path as osp
+from typing import List
+
+import pytest
+import torch
+from mmengine.logging import MessageHub
+from mmengine.registry import OPTIM_WRAPPERS
+
+from greenmim_mm.engine.amp import NonFiniteLossError
+from greenmim_mm.engine.errors import EXIT_DIVERGED, explain
+from greenmim_mm.engine.launch import prepare_train, train
+
+TOOLS_CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
+                         'configs')
+CLS_CFG = osp.join(TOOLS_CONFIGS, 'tiny_cls.py')
+GREENMIM_CFG = osp.join(TOOLS_CONFIGS, 'tiny_greenmim.py')
+
+
+def wrapper(kind: str, model: torch.nn.Module, **kwargs):
+    """An optim wrapper built from its config, as the Runner builds it."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return OPTIM_WRAPPERS.build(dict(type=kind, optimizer=optimizer, **kwargs))
+
+
+@pytest.mark.parametrize('dtype, loss_scale, scaled', [
+    ('bfloat16', 'dynamic', False), ('float16', 'dynamic', True),
+    ('bfloat16', dict(enabled=False), False),  # the paper's schedule base
+    ('float16', dict(enabled=False), False), ('float16', 512., True)])
+def test_amp_wrapper_autocasts_on_the_cpu(dtype, loss_scale, scaled):
+    """mmengine's AmpOptimWrapper asserts a GPU; this one autocasts on the CPU and
+    scales the loss for float16 only (bfloat16 has float32's range)."""
+    model = torch.nn.Linear(8, 4)
+    amp = wrapper('AnyDeviceAmpOptimWrapper', model, dtype=dtype, loss_scale=loss_scale)
+    before = model.weight.detach().clone()
+    with amp.optim_context(model):
+        out = model(torch.randn(2, 8))
+        assert out.dtype == getattr(torch, dtype)
+    amp.update_params(out.float().pow(2).mean())
+    assert not torch.equal(model.weight, before)  # a step was taken
+    assert amp.loss_scaler.is_enabled() == scaled
+    state = amp.state_dict()
+    assert ('scale' in state['loss_scaler']) == scaled
+    amp.load_state_dict(state)  # checkpoints round-trip
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_amp_wrapper_is_mmengines_on_a_gpu():
+    from mmengine.optim import AmpOptimWrapper
+    model = torch.nn.Linear(8, 4).cuda()
+    amp = wrapper('AnyDeviceAmpOptimWrapper', model, dtype='float16')
+    reference = AmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                                dtype='float16')
+    assert type(amp.loss_scaler) is type(reference.loss_scaler)
+    assert amp.cast_dtype == torch.float16 and amp.loss_scaler.is_enabled()
+
+
+def test_nonfinite_steps_are_skipped_and_counted(caplog, monkeypatch):
+    """A NaN/inf loss: no backward, no update, a warning with the iteration and the
+    count; a finite loss in between resets the run of skipped steps."""
+    model = torch.nn.Linear(4, 1)
+    guard = wrapper('SkipNonFiniteOptimWrapper', model, max_nonfinite_steps=2)
+    hub = MessageHub.get_current_instance()
+    warnings: List[str] = []
+    monkeypatch.setattr('greenmim_mm.engine.amp.print_log',
+                        lambda msg, **kwargs: warnings.append(msg))
+    x = torch.randn(3, 4)
+    for iteration, scale in enumerate([1.0, math.nan, 1.0, math.inf, 1.0]):
+        hub.update_info('iter', iteration)
+        before = model.weight.detach().clone()
+        guard.update_params(model(x).pow(2).mean() * scale)
+        changed = not torch.equal(model.weight, before)
+        assert changed == math.isfinite(scale), iteration
+        assert model.weight.grad is None or not model.weight.grad.abs().sum()
+    assert guard.skipped_steps == 2
+    assert 'iteration 2: the loss is nan' in warnings[0] and '1 skipped' in warnings[0]
+    assert 'iteration 4: the loss is inf' in warnings[1] and '1 in a row' in warnings[1]
+
+
+def test_too_many_nonfinite_steps_in_a_row_stop_with_exit_code_3():
+    model = torch.nn.Linear(4, 1)
+    guard = wrapper('AnyDeviceAmpOptimWrapper', model, max_nonfinite_steps=3)
+    hub = MessageHub.get_current_instance()
+    for iteration in range(2):
+        hub.update_info('iter', 10 + iteration)
+        guard.update_params(torch.tensor(math.nan, requires_grad=True))
+    hub.update_info('iter', 12)
+    with pytest.raises(NonFiniteLossError,
+                       match='3 steps in a row .iterations 11-13.') as e:
+        guard.update_params(torch.tensor(math.nan, requires_grad=True))
+    message, code = explain(e.value)
+    assert code == EXIT_DIVERGED == 3 and '\n' not in message and '--resume' in message
+
+
+def test_gradient_accumulation_stays_in_step():
+    """With ``accumulative_counts=2`` a skipped micro-step still counts, and the window
+    it belongs to is dropped (no update with half a window)."""
+    model = torch.nn.Linear(4, 1)
+    guard = wrapper('SkipNonFiniteOptimWrapper', model, accumulative_counts=2)
+    guard.initialize_count_status(model, 0, 4)
+    before = model.weight.detach().clone()
+    x = torch.randn(3, 4)
+    guard.update_params(model(x).mean())
+    guard.update_params(model(x).mean() * math.nan)
+    assert torch.equal(model.weight, before) and guard._inner_count == 2
+    assert model.weight.grad is None or not model.weight.grad.abs().sum()
+    for _ in range(2):
+        guard.update_params(model(x).mean())
+    assert not torch.equal(model.weight, before)
+
+
+@pytest.mark.parametrize('flags, dtype', [(['--amp'], 'bfloat16'),
+                                          (['--amp-dtype', 'float16'], 'float16'),
+                                          ([], None)])
+def test_amp_flags(flags, dtype, image_folder, monkeypatch, tmp_path):
+    """``--amp`` picks bfloat16 on the CPU; ``--amp-dtype`` sets it; without them the
+    config's optim wrapper runs with the non-finite guard."""
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    monkeypatch.setenv('GREENMIM_TINY_CLS_DATA', image_folder)
+    cfg = prepare_train([CLS_CFG, '--work-dir', str(tmp_path)] + flags)
+    expected = 'AnyDeviceAmpOptimWrapper' if dtype else 'SkipNonFiniteOptimWrapper'
+    assert cfg.optim_wrapper.type == expected
+    assert cfg.optim_wrapper.get('dtype') == dtype
+
+
+def test_amp_config_trains_on_the_cpu(monkeypatch, tmp_path):
+    """A config with mmengine's ``AmpOptimWrapper`` (like the paper's schedule) and
+    ``--amp`` both train the GreenMIM model in bfloat16 on the CPU."""
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    train(prepare_train([GREENMIM_CFG, '--work-dir', str(tmp_path), '--cfg-options',
+                         'optim_wrapper.type=AmpOptimWrapper',
+                         'optim_wrapper.dtype=bfloat16', 'train_cfg.max_iters=1']))
+    checkpoint = torch.load(str(tmp_path / 'iter_1.pth'), map_location='cpu',
+                            weights_only=True)
+    assert all(torch.isfinite(v).all() for v in checkpoint['state_dict'].values()
+               if v.is_floating_point())
+
+
+def test_diverging_run_stops_with_finite_checkpoints(image_folder, monkeypatch, tmp_path):
+    """A loss that turns NaN at iteration 2: iterations 2 and 3 are skipped, the run
+    stops there; the checkpoints (iterations 1 and 2) hold the last good weights."""
+    from mmpretrain.models import ImageClassifier
+    loss = ImageClassifier.loss
+
+    def nan_from_iteration_2(self, *args, **kwargs):
+        losses = loss(self, *args, **kwargs)
+        if MessageHub.get_current_instance().get_info('iter') >= 1:
+            losses = {k: v * math.nan for k, v in losses.items()}
+        return losses
+
+    monkeypatch.setattr(ImageClassifier, 'loss', nan_from_iteration_2)
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    monkeypatch.setenv('GREENMIM_TINY_CLS_DATA', image_folder)
+    cfg = prepare_train([CLS_CFG, '--work-dir', str(tmp_path), '--cfg-options',
+                         'optim_wrapper.max_nonfinite_steps=2',
+                         'default_hooks.checkpoint.interval=1'])
+    with pytest.raises(NonFiniteLossError, match=r'iterations 2-3'):
+        train(cfg)
+    first, second = (torch.load(str(tmp_path / f'iter_{i}.pth'), map_location='cpu',
+                                weights_only=True)['state_dict'] for i in (1, 2))
+    assert not (tmp_path / 'iter_3.pth').exists()
+    for key, value in first.items():
+        if value.is_floating_point():
+            assert torch.isfinite(value).all(), key
+        if 'running_' not in key and 'num_batches' not in key:  # its forward ran
+            assert torch.equal(value, second[key]), key  # the skipped step: no update
