@@ -17,6 +17,9 @@ random initialisation, at equal pretraining compute, on the CPU.
    randomness), top-1 accuracy on the test set. Fine-tuning, not a linear probe:
    masked-image-modeling features are known to be weak under linear probes and are
    meant to be fine-tuned (the paper evaluates by fine-tuning only).
+4. **Frozen-feature probes** (:mod:`.feature_probe`), a diagnostic: k-NN and linear
+   probes of each arm's frozen encoder, per stage, on the whole labelled pool -- what
+   the pretraining put in the features, before fine-tuning can wash it out.
 
 Everything goes through mmengine's ``Runner`` with configs written next to the
 results (:mod:`.jobs`). The last line printed is machine-readable::
@@ -31,9 +34,10 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
 from ..datasets.scenes import SHAPE_KINDS, make_scene_sets, write_fewshot_split
+from .feature_probe import ProbeResult, probe, probe_table, read_split
 from .jobs import RunnerJob, run_jobs
 from .learning_signal_configs import (DEMO_CONFIG, METHODS, finetune_config,
-                                      pretrain_config)
+                                      load_demo_config, pretrain_config)
 from .learning_signal_report import (plot_accuracies, plot_loss_curves,
                                      reconstruction_picture, results_table,
                                      summary_line)
@@ -168,6 +172,20 @@ def finetune(settings: Settings, data_root: str,
     return accuracies
 
 
+def probe_arms(settings: Settings, data_root: str,
+               checkpoints: Dict[str, Optional[str]]) -> Dict[str, List[ProbeResult]]:
+    """k-NN and linear probes of every arm's frozen encoder on the labelled pool
+    (:mod:`.feature_probe`); the random arm once per seed."""
+    _say('probing the frozen encoders (k-NN and linear, on the whole labelled pool)')
+    demo = load_demo_config(settings.base_config).model.backbone
+    backbone = dict(arch=demo.arch, img_size=demo.img_size, window_size=demo.window_size)
+    train = read_split(data_root, 'train', 'train.txt')
+    test = read_split(data_root, 'test', 'test.txt')
+    return {arm: [probe(backbone, checkpoint, train, test, seed)
+                  for seed in (range(settings.seeds) if checkpoint is None else [0])]
+            for arm, checkpoint in checkpoints.items()}
+
+
 def run(settings: Settings) -> Dict[str, object]:
     """The whole experiment; writes its results under ``settings.out_dir``."""
     settings.check()
@@ -186,6 +204,7 @@ def run(settings: Settings) -> Dict[str, object]:
     checkpoints: Dict[str, Optional[str]] = {m: costs[m]['checkpoint'] for m in METHODS}
     checkpoints['random'] = None
     accuracies = finetune(settings, data_root, checkpoints)
+    probes = probe_arms(settings, data_root, checkpoints)
 
     out = settings.out_dir
     plot_loss_curves(costs, osp.join(out, 'loss_curves.png'))
@@ -197,8 +216,10 @@ def run(settings: Settings) -> Dict[str, object]:
                            test_files[::step][:NUM_RECONSTRUCTIONS],
                            osp.join(out, 'reconstructions.png'))
     table = results_table(accuracies, costs)
+    probe_md = probe_table(probes)
     line = summary_line(accuracies, METRIC)
     results = dict(settings=asdict(settings), accuracies=accuracies, line=line,
+                   probes={arm: [asdict(p) for p in runs] for arm, runs in probes.items()},
                    pretraining={m: {k: v for k, v in c.items() if k != 'curve'}
                                 for m, c in costs.items()},
                    load_average=dict(start=load_start, after_pretraining=load_after_pretraining,
@@ -207,9 +228,12 @@ def run(settings: Settings) -> Dict[str, object]:
     with open(osp.join(out, 'results.json'), 'w') as f:
         json.dump(results, f, indent=1)
     with open(osp.join(out, 'results.md'), 'w') as f:
-        f.write(table + '\n')
+        f.write(table + '\n\nFrozen features (top-1 per stage, mean +- std over random '
+                'initialisations):\n\n' + probe_md + '\n')
     _say('')
     _say(table)
+    _say('')
+    _say(probe_md)
     _say(f'\nresults, loss_curves.png, accuracy.png, reconstructions.png in {out} '
          f"({results['wall_s']:.0f} s wall; load average {load_start} at the start, "
          f"{results['load_average']['end']} at the end)")

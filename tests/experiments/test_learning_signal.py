@@ -119,6 +119,11 @@ def _check_run(result, out_dir: str, seeds: int) -> dict:
         assert cost['steps'] >= 1 and cost['images'] == 16 * cost['steps']
         assert cost['cpu_s'] >= cost['budget_s']
         assert osp.isfile(cost['checkpoint'])
+    probes = results['probes']  # one per pretrained arm, one per seed of random weights
+    assert {arm: len(runs) for arm, runs in probes.items()} == dict(
+        greenmim=1, simmim=1, random=seeds)
+    assert all(len(run['knn']) == len(run['linear']) == 4
+               for runs in probes.values() for run in runs)
     return results
 
 
