@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -86,8 +87,16 @@ def _alarm(signum, frame):
     raise _OutOfBudget()
 
 
-def run_cell(cell: Cell, seconds: float) -> List[list]:
-    """The cell's rows of :data:`runner.STEP_HEADER`, behind a ``mode`` column."""
+def error_summary(error: BaseException) -> str:
+    """The error's type and first line: the reason (dynamo's errors end with a
+    boilerplate line about ``TORCHDYNAMO_VERBOSE`` that says nothing)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f'{type(error).__name__}: ' + (lines[0][:300] if lines else '(no message)')
+
+
+def run_cell(cell: Cell, seconds: float, errors_path: Optional[str] = None) -> List[list]:
+    """The cell's rows of :data:`runner.STEP_HEADER`, behind a ``mode`` column; a
+    failed cell's full traceback is appended to ``errors_path``."""
     from . import cli
     from .runner import STEP_HEADER, step_rows
 
@@ -99,8 +108,10 @@ def run_cell(cell: Cell, seconds: float) -> List[list]:
     except _OutOfBudget:
         return [_note_row(cell, f'stopped: out of budget after {seconds:.0f} s')]
     except Exception as error:  # noqa: BLE001  (one failed cell must not end the check)
-        return [_note_row(cell, f'failed: {type(error).__name__}: '
-                          + str(error).strip().splitlines()[-1][:200])]
+        if errors_path:
+            with open(errors_path, 'a') as f:
+                f.write(f'## {cell.mode}: {" ".join(cell.argv)}\n{traceback.format_exc()}\n')
+        return [_note_row(cell, f'failed: {error_summary(error)}')]
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
@@ -149,6 +160,9 @@ def main(argv: Optional[List[str]] = None) -> List[list]:
         min(TESTS_MAX_S, args.budget_s / 3))
     print(f'CUDA tests: {tests}', flush=True)
     rows: List[list] = []
+    errors_path = osp.splitext(args.out)[0] + '_errors.log'  # tracebacks of failed cells
+    if osp.exists(errors_path):
+        os.remove(errors_path)
     for cell in matrix(args.smoke, args.device):
         left = args.budget_s - (time.monotonic() - start)
         if left < cell.estimate_s:
@@ -156,7 +170,7 @@ def main(argv: Optional[List[str]] = None) -> List[list]:
                                   f'needs ~{cell.estimate_s:.0f} s'))
         else:
             print(f'cell: {cell.mode} {" ".join(cell.argv)}', flush=True)
-            rows += run_cell(cell, left)
+            rows += run_cell(cell, left, errors_path)
         header = (f'## GPU check: {device}, torch {torch.__version__}'
                   f'{" (smoke: tiny models, not a measurement)" if args.smoke else ""}\n\n'
                   f'CUDA tests (`pytest tests -m cuda`): {tests}. Matrix: '
@@ -167,8 +181,16 @@ def main(argv: Optional[List[str]] = None) -> List[list]:
                   'without memory probes.')
         write_report(args.out, header, rows)
     print(open(args.out).read())
+    if osp.exists(errors_path):
+        print(f'failed cells: tracebacks in {errors_path}')
     return rows
 
 
+def failed(rows: List[list]) -> bool:
+    """Whether a cell failed (not: ran out of budget)."""
+    return any(str(row[2]).startswith('failed:') for row in rows)
+
+
 if __name__ == '__main__':
-    main()
+    # exit 1 when a cell failed: a prepared device script stops after a failed --smoke
+    sys.exit(1 if failed(main()) else 0)

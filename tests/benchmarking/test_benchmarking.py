@@ -164,8 +164,8 @@ def test_gpu_check_smoke_on_the_cpu_without_mmdet_and_mmcv_ops(tmp_path):
     for model in ('GreenMIM', 'SimMIM'):
         peak = rows['eager', '2', model][9].strip()
         assert peak.endswith(' MiB') and int(peak.split()[0]) > 10  # probe in a child
-    # ran, or says why not (torch.compile of the visible path is issue 13's work)
-    assert any(key[0] == 'compiled (dynamo, eager backend)' for key in rows)
+    # every cell ran (a failed cell makes the script exit 1, checked above)
+    assert rows['compiled (dynamo, eager backend)', '2', 'GreenMIM'][4].strip().endswith('ms')
 
 
 def test_gpu_check_without_wheels_says_what_to_do(tmp_path):
@@ -185,3 +185,24 @@ def test_gpu_check_lists_the_cells_it_has_no_budget_for(tmp_path):
                                          ['compiled (dynamo, eager backend)', '2']]
     assert all(row[2].startswith('not run: ') for row in rows)
     assert out.read_text().count('| not run: ') == 2
+
+
+def test_gpu_check_failed_cell_names_the_reason_and_keeps_the_traceback(tmp_path,
+                                                                         monkeypatch):
+    """A failed cell's row gives the error's first line (dynamo's last line is a
+    boilerplate hint), its traceback goes to <out>_errors.log, the exit status is 1."""
+    from greenmim_mm.benchmarking import cli, gpu_check
+
+    def broken_run(args):
+        raise RuntimeError('Dynamo does not know how to trace X\n\n'
+                           'Set TORCHDYNAMO_VERBOSE=1 for the internal stack trace')
+
+    monkeypatch.setattr(cli, 'run', broken_run)
+    out = tmp_path / 'check.md'
+    rows = gpu_check.main(['--smoke', '--device', 'cpu', '--skip-tests', '--out', str(out)])
+    assert [row[2] for row in rows] == [
+        'failed: RuntimeError: Dynamo does not know how to trace X'] * 2
+    assert gpu_check.failed(rows)
+    errors = (tmp_path / 'check_errors.log').read_text()
+    assert errors.count('Traceback (most recent call last)') == 2
+    assert 'in broken_run' in errors
