@@ -152,12 +152,19 @@ class AnyDeviceAmpOptimWrapper(NonFiniteGuard, AmpOptimWrapper):
 
     @contextmanager
     def optim_context(self, model: torch.nn.Module):
-        if self.device_type != 'cpu':
+        """mmengine's context (no gradient sync inside an accumulation window, then
+        autocast to ``cast_dtype``) with ``torch.autocast`` itself on the CPU and on
+        CUDA: mmengine's ``autocast`` helper is not traceable by torch 2.11's dynamo
+        (``InternalTorchDynamoError``), which broke ``compile=True`` on GPUs. The
+        arguments are the helper's: the dtype (None: torch's default for the device)
+        and the autocast weight cache as it is set."""
+        if self.device_type not in ('cpu', 'cuda'):
             with super().optim_context(model):
                 yield
             return
         with OptimWrapper.optim_context(self, model), torch.autocast(
-                'cpu', dtype=self.cast_dtype):
+                self.device_type, dtype=self.cast_dtype,
+                cache_enabled=torch.is_autocast_cache_enabled()):
             yield
 
 

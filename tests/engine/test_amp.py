@@ -59,6 +59,32 @@ def test_amp_wrapper_is_mmengines_on_a_gpu():
     assert amp.cast_dtype == torch.float16 and amp.loss_scaler.is_enabled()
 
 
+@pytest.mark.parametrize('device_type', ['cpu', 'cuda'])
+def test_amp_context_is_torch_autocast_that_dynamo_traces(device_type, monkeypatch):
+    """On the CPU and on CUDA the context is ``torch.autocast`` itself, never
+    mmengine's ``autocast`` helper: torch 2.11's dynamo fails on that helper
+    (``InternalTorchDynamoError``), which stopped every compiled GPU step. CPU proxy for
+    CUDA: the wrapper is told it is on CUDA (CUDA autocast is then off without a GPU,
+    which does not matter here) and the helper is made to fail."""
+    import mmengine.runner.amp
+
+    def helper(*args, **kwargs):
+        raise AssertionError("mmengine's autocast helper was used")
+
+    monkeypatch.setattr(mmengine.runner.amp, 'autocast', helper)
+    model = torch.nn.Linear(8, 4)
+    amp = wrapper('AnyDeviceAmpOptimWrapper', model, dtype='bfloat16')
+    amp.device_type = device_type
+
+    def step(x):
+        with amp.optim_context(model):
+            return model(x).float().sum()
+
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(step)(torch.randn(2, 8))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
 def test_nonfinite_steps_are_skipped_and_counted(caplog, monkeypatch):
     """A NaN/inf loss: no backward, no update, a warning with the iteration and the
     count; a finite loss in between resets the run of skipped steps."""
