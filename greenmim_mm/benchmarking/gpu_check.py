@@ -67,17 +67,22 @@ def matrix(smoke: bool, device: str) -> List[Cell]:
     ]
 
 
-def run_cuda_tests(timeout_s: float) -> str:
-    """``pytest tests -m cuda``; returns its summary line (and failures)."""
-    argv = [sys.executable, '-m', 'pytest', 'tests', '-q', '-m', 'cuda',
+def run_cuda_tests(timeout_s: float, log_path: Optional[str] = None) -> str:
+    """``pytest tests -m cuda``; returns its summary line and failures (each with its
+    reason: a wide terminal, so pytest does not cut the reason off); the whole output
+    goes to ``log_path``."""
+    argv = [sys.executable, '-m', 'pytest', 'tests', '-q', '-rfE', '-m', 'cuda',
             '-p', 'greenmim_mm.benchmarking.cuda_tests']
     try:
         result = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True,
-                                timeout=timeout_s)
+                                timeout=timeout_s, env=dict(os.environ, COLUMNS='400'))
     except subprocess.TimeoutExpired:
         return f'stopped after {timeout_s:.0f} s'
+    if log_path:
+        with open(log_path, 'w') as f:
+            f.write(result.stdout + result.stderr)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
-    failed = [line for line in lines if line.startswith(('FAILED', 'ERROR'))]
+    failed = [line[:300] for line in lines if line.startswith(('FAILED', 'ERROR'))]
     return '; '.join(failed + lines[-1:]) if lines else result.stderr[-500:]
 
 
@@ -158,8 +163,9 @@ def main(argv: Optional[List[str]] = None) -> List[list]:
                      '--smoke --device cpu')
     device = (torch.cuda.get_device_name(0) if args.device == 'cuda'
               else f'CPU ({torch.get_num_threads()} threads)')
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     tests = 'not run' if args.skip_tests else run_cuda_tests(
-        min(TESTS_MAX_S, args.budget_s / 3))
+        min(TESTS_MAX_S, args.budget_s / 3), osp.splitext(args.out)[0] + '_cuda_tests.log')
     print(f'CUDA tests: {tests}', flush=True)
     rows: List[list] = []
     errors_path = osp.splitext(args.out)[0] + '_errors.log'  # tracebacks of failed cells

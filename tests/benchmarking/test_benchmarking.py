@@ -159,6 +159,7 @@ def test_gpu_check_smoke_on_the_cpu_without_mmdet_and_mmcv_ops(tmp_path):
     skipped = re.search(r'CUDA tests \(`pytest tests -m cuda`\): (\d+) skipped, \d+ '
                         r'deselected', report)
     assert skipped and int(skipped[1]) >= 4, report  # this file's CUDA test, at least
+    assert 'skipped' in (tmp_path / 'check_cuda_tests.log').read_text()  # pytest's output
     rows = {tuple(cell.strip() for cell in line.split('|')[1:4]): line.split('|')
             for line in report.splitlines() if line.startswith('| ')}
     for model in ('GreenMIM', 'SimMIM'):
