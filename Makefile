@@ -20,7 +20,7 @@ test-slow: install  ## the long end-to-end checks kept out of the default run
 benchmark: install  ## GreenMIM vs SimMIM training step, ratios side by side
 	$(PY) tools/benchmark.py
 
-learning-signal: install  ## GreenMIM vs SimMIM vs random init at equal pretraining CPU time (~40 min)
+learning-signal: install  ## GreenMIM vs SimMIM vs random init at equal pretraining CPU time (~50 min)
 	$(PY) tools/learning_signal.py
 
 tensorboard: install  ## TensorBoard on the runs under $(LOGDIR) (make tensorboard LOGDIR=...)

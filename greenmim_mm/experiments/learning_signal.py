@@ -54,7 +54,7 @@ class Settings:
     """What one run of the experiment does (the command's options)."""
     out_dir: str = 'work_dirs/learning_signal'
     data_dir: Optional[str] = None  # default: <out_dir>/data (kept between runs)
-    budget_s: float = 600.0  # CPU seconds of pretraining per method
+    budget_s: float = 1800.0  # CPU seconds of pretraining per method (600: no signal yet)
     seeds: int = 5
     shots: int = 50  # labelled scenes per class for fine-tuning
     finetune_iters: int = 300
