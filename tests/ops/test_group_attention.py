@@ -79,6 +79,7 @@ def reference_attention(x: Tensor, coords: Tensor, hw: Tuple[int, int], ws: int,
         attn = attn + bias.permute(2, 0, 1).unsqueeze(0)
     region = stock_region_mask((hp, wp), ws, shift)
     if region is not None:
+        region = region.to(attn.device)  # built on the CPU, as mmpretrain builds it
         num_windows = region.shape[0]
         attn = attn.view(-1, num_windows, num_heads, ws * ws, ws * ws)
         attn = (attn + region.unsqueeze(1).unsqueeze(0)).view(-1, num_heads, ws * ws,
