@@ -32,9 +32,9 @@ import torch
 from mmengine.dataset import default_collate
 from mmengine.registry import FUNCTIONS
 
+from ..ops.masking import MASK_MODES, apply_mask_mode
 from ..ops.visible_plan import VisibleGeometry, build_visible_plan
 
-MASK_MODES = ('sample', 'batch')
 _BACKBONES: Dict[str, Any] = {}  # per process: backbone config (JSON) -> meta backbone
 
 
@@ -106,8 +106,8 @@ def greenmim_collate(data_batch: Sequence[dict], backbone: dict = None,
             'greenmim_collate needs a unit mask per sample: add '
             "dict(type='GreenMIMMaskGenerator') before PackInputs in the pipeline.")
     mask = torch.stack([sample.mask for sample in samples]).bool()  # B, Hu, Wu
+    mask = apply_mask_mode(mask, mask_mode)
     if mask_mode == 'batch':
-        mask = mask[:1].expand_as(mask).contiguous()
         for sample, sample_mask in zip(samples, mask):
             sample.mask = sample_mask
     if backbone is None:  # nothing to plan for: the model plans in the step (and says so)

@@ -82,6 +82,19 @@ def check_unit_mask(mask: Tensor) -> int:
     return num_visible
 
 
+MASK_MODES = ('sample', 'batch')
+"""``'sample'``: each image its own mask; ``'batch'``: the first image's for all."""
+
+
+def apply_mask_mode(mask: Tensor, mask_mode: str) -> Tensor:
+    """``(B, Hu, Wu)`` masks as ``mask_mode`` says: as they are, or the first for all."""
+    if mask_mode not in MASK_MODES:
+        raise ValueError(f'mask_mode must be one of {MASK_MODES}, got {mask_mode!r}.')
+    if mask_mode == 'batch':
+        return mask[:1].expand_as(mask).contiguous()
+    return mask
+
+
 def visible_unit_ids(mask: Tensor) -> Tensor:
     """Row-major indices of the visible units of each sample, ``(B, N_units_vis)``."""
     num_visible = check_unit_mask(mask)

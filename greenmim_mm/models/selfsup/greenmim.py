@@ -18,11 +18,9 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from torch import Tensor, nn
 
-from ...ops.masking import check_unit_mask
+from ...ops.masking import MASK_MODES, apply_mask_mode, check_unit_mask
 from ..backbones.base import check_not_compiling
 from ...ops.visible_plan import VisiblePlan
-
-MASK_MODES = ('sample', 'batch')
 
 
 @MODELS.register_module()
@@ -131,9 +129,7 @@ class GreenMIM(BaseSelfSupervisor):
             raise ValueError(
                 f'mmpretrain\'s MAEPretrainHead only patchifies square images, got '
                 f'{height}x{width}: crop the images to a square size.')
-        if self.mask_mode == 'batch':
-            mask = mask[:1].expand_as(mask).contiguous()
-        return mask
+        return apply_mask_mode(mask, self.mask_mode)
 
     def forward(self, inputs: Tensor, data_samples: Optional[List[DataSample]] = None,
                 mode: str = 'tensor', plan: Optional[VisiblePlan] = None):
