@@ -99,18 +99,10 @@ def canonical_merge_layout(name: str) -> str:
 
 
 def mmpretrain_relative_position_index(window: int) -> Tensor:
-    """``WindowMSA.relative_position_index`` of a ``window x window`` window."""
+    """``WindowMSA.relative_position_index`` of a ``window x window`` window (the same
+    table as Swin-official's and the published code's)."""
     coords = WindowMSA.double_step_seq(2 * window - 1, window, 1, window)
     return (coords + coords.T).flip(1).contiguous()
-
-
-def official_relative_position_index(window: int) -> Tensor:
-    """The published ``relative_position_index`` (Swin-official formula)."""
-    rows, cols = torch.meshgrid(torch.arange(window), torch.arange(window),
-                                indexing='ij')
-    coords = torch.stack([rows.reshape(-1), cols.reshape(-1)])  # 2, N
-    rel = coords[:, :, None] - coords[:, None, :] + window - 1  # 2, N, N
-    return rel[0] * (2 * window - 1) + rel[1]
 
 
 def merge_weight_to_unfold(tensor: Tensor, layout: str = DEFAULT_MERGE_LAYOUT) -> Tensor:
@@ -192,14 +184,13 @@ def convert_swin(official: Mapping[str, Tensor], key_map: KeyMap,
         if key.endswith('attn.relative_position_bias_table'):
             window = _bias_window(key, value)
             index_key = key.replace('bias_table', 'index')
+            stock_index = mmpretrain_relative_position_index(window)
             if index_key in official and not torch.equal(
-                    official[index_key].long().cpu(),
-                    official_relative_position_index(window)):
+                    official[index_key].long().cpu(), stock_index):
                 raise OfficialCheckpointError(
                     f'{index_key} is not the Swin relative position index of a '
                     f'{window}x{window} window')
-            converted[new_key.replace('bias_table', 'index')] = (
-                mmpretrain_relative_position_index(window).to(value.device))
+            converted[new_key.replace('bias_table', 'index')] = stock_index.to(value.device)
     return converted
 
 
