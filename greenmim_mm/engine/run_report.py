@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Tuple
 from mmengine.dist import get_world_size, is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from mmengine.optim import AmpOptimWrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 from torch import nn
@@ -153,8 +154,10 @@ def schedule_row(runner: Runner) -> Tuple[str, str]:
     optim_cfg = runner.cfg.optim_wrapper
     optimizer = optim_cfg.get('optimizer', {})
     text = f'{length}; {optimizer.get("type", "?")} lr {optimizer.get("lr", "?"):g}'
-    if optim_cfg.get('type') == 'AmpOptimWrapper':
-        text += ', AMP'
+    # the built wrapper: tools/train.py renames the config's type (AnyDeviceAmp...)
+    if isinstance(runner.optim_wrapper, AmpOptimWrapper):
+        dtype = str(runner.optim_wrapper.cast_dtype or 'float16').replace('torch.', '')
+        text += f', AMP ({dtype})'
     schedulers = runner.param_schedulers or []
     if isinstance(schedulers, dict):  # one list per optimizer: the first one's
         schedulers = next(iter(schedulers.values()))

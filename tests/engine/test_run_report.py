@@ -124,3 +124,31 @@ def test_only_the_listed_python_warnings_are_filtered():
         warnings.warn('`broadcast_buffers` is deprecated', UserWarning)  # other class
     assert [str(w.message) for w in caught] == ['something else',
                                                 '`broadcast_buffers` is deprecated']
+
+
+@pytest.mark.parametrize('kind, dtype, shown', [
+    ('SkipNonFiniteOptimWrapper', None, 'SGD lr 0.1'),
+    ('AnyDeviceAmpOptimWrapper', 'bfloat16', 'SGD lr 0.1, AMP (bfloat16)')])
+def test_schedule_row_says_amp_from_the_built_wrapper(kind, dtype, shown):
+    """tools/train.py renames the config's AmpOptimWrapper: the header must read the
+    wrapper the Runner built, not the config's type name."""
+    from types import SimpleNamespace
+
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import OPTIM_WRAPPERS
+
+    from greenmim_mm.engine.run_report import schedule_row
+
+    class IterBasedTrainLoop:  # the name is what schedule_row reads
+        pass
+
+    model = torch.nn.Linear(2, 2)
+    extra = {} if dtype is None else dict(dtype=dtype)
+    wrapper = OPTIM_WRAPPERS.build(dict(
+        type=kind, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), **extra))
+    cfg = Config(dict(optim_wrapper=dict(type=kind, optimizer=dict(type='SGD', lr=0.1),
+                                         **extra)))
+    runner = SimpleNamespace(train_loop=IterBasedTrainLoop(), max_iters=10, cfg=cfg,
+                             optim_wrapper=wrapper, param_schedulers=[])
+    assert schedule_row(runner) == ('schedule', f'10 iterations; {shown}')
