@@ -4,15 +4,17 @@
   ``loss_scale``, ``dtype``, ``use_fsdp``) that also runs on the CPU, where mmengine's
   asserts a GPU: there it autocasts to ``dtype`` (default bfloat16) with
   ``torch.autocast('cpu')``, and scales the loss only for float16 (bfloat16 has
-  float32's range: no scaler). On a GPU it *is* mmengine's wrapper.
+  float32's range: no scaler). On a GPU it is mmengine's wrapper, entering
+  ``torch.autocast`` itself (mmengine's helper is not traceable by torch 2.11's dynamo).
 * Both it and :class:`SkipNonFiniteOptimWrapper` (mmengine's plain ``OptimWrapper``)
-  check the loss before the backward pass: a NaN or infinite loss skips the step (no
-  backward, no update, the gradients of the accumulation window dropped) with a
+  check the loss before the backward pass: a NaN or infinite loss on any process
+  skips the step on every process (no backward, no update; when the skipped step closes
+  a gradient-accumulation window, that window's gradients are dropped) with a
   warning naming the iteration and the count so far; ``max_nonfinite_steps`` skipped
   steps in a row raise :class:`NonFiniteLossError`, which stops the run (exit code 3)
   with the weights of the last good step and every checkpoint written before intact.
-  The check reads the loss on the host, one synchronisation per step, which mmengine's
-  logging of the loss already costs. What the skipped step's forward pass changed stays
+  The check reads the loss on the host, one synchronisation per step between the
+  forward and the backward (mmengine's loss logging syncs once per step too, after it). What the skipped step's forward pass changed stays
   changed (BatchNorm's running statistics; GreenMIM's models have none).
 
 ``tools/train.py`` runs every config with them: ``OptimWrapper`` becomes
@@ -26,6 +28,7 @@ from typing import Dict, Optional, Union
 
 import torch
 from mmengine.device import get_device
+from mmengine.dist import all_reduce
 from mmengine.logging import MessageHub, print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
@@ -57,7 +60,11 @@ class NonFiniteGuard:
 
     def update_params(self, loss: torch.Tensor, step_kwargs: Optional[Dict] = None,
                       zero_kwargs: Optional[Dict] = None) -> None:
-        if bool(torch.isfinite(loss).all()):
+        finite = torch.isfinite(loss).all().to(torch.int32)
+        # one decision for every process: a process that skipped its backward would
+        # leave the others waiting in DDP's gradient all-reduce (no-op outside DDP)
+        all_reduce(finite, op='min')
+        if bool(finite):
             self._skipped_in_a_row = 0
             return super().update_params(loss, step_kwargs, zero_kwargs)  # type: ignore
         self._skip(loss, zero_kwargs or {})

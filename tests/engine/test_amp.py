@@ -107,6 +107,27 @@ def test_nonfinite_steps_are_skipped_and_counted(caplog, monkeypatch):
     assert 'iteration 4: the loss is inf' in warnings[1] and '1 in a row' in warnings[1]
 
 
+def test_a_nonfinite_loss_on_another_process_skips_the_step_here(monkeypatch):
+    """Under DDP every process takes the same decision (the flag is reduced with
+    ``min``): a finite loss here is skipped when another process's was not, else this
+    process would run its backward alone and DDP's all-reduce would wait forever."""
+    import greenmim_mm.engine.amp as amp_module
+
+    reduced = []
+
+    def other_process_not_finite(data, op='sum', group=None):
+        reduced.append(op)
+        data.zero_()  # min over the processes: one of them was not finite
+
+    monkeypatch.setattr(amp_module, 'all_reduce', other_process_not_finite)
+    model = torch.nn.Linear(4, 1)
+    guard = wrapper('SkipNonFiniteOptimWrapper', model)
+    before = model.weight.detach().clone()
+    guard.update_params(model(torch.randn(3, 4)).mean())  # finite here
+    assert reduced == ['min'] and guard.skipped_steps == 1
+    assert torch.equal(model.weight, before) and model.weight.grad is None
+
+
 def test_too_many_nonfinite_steps_in_a_row_stop_with_exit_code_3():
     model = torch.nn.Linear(4, 1)
     guard = wrapper('AnyDeviceAmpOptimWrapper', model, max_nonfinite_steps=3)
