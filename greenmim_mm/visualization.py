@@ -147,10 +147,10 @@ def reconstruction_panels(model: nn.Module, data: dict) -> np.ndarray:
     try:
         data = model.data_preprocessor(data, False)
         inputs, samples = data['inputs'], data['data_samples']
-        predictions, reconstructions = (
-            to_rgb_images(model.reconstruct(inputs, samples, statistics=statistics),
-                          model.data_preprocessor)
-            for statistics in ('visible', 'unit'))
+        predictions, reconstructions = (  # one forward pass, two de-normalisations
+            to_rgb_images(image, model.data_preprocessor)
+            for image in model.reconstruct(inputs, samples,
+                                           statistics=('visible', 'unit')))
     finally:
         model.train(was_training)
     masks = model.unit_masks(inputs, samples).numpy()

@@ -197,6 +197,23 @@ def test_visible_statistics_depend_on_visible_pixels_only():
         model.reconstruct(inputs, samples(mask), statistics='global')
 
 
+def test_several_statistics_from_one_forward_pass(monkeypatch):
+    """``statistics=('visible', 'unit')`` (the panels) gives each single call's image,
+    from one encoder/decoder pass."""
+    model = tiny_model().eval()
+    inputs, mask = torch.randn(2, 3, 96, 96), random_masks(2)
+    single = [model.reconstruct(inputs, samples(mask), statistics=name)
+              for name in ('visible', 'unit')]
+    passes = []
+    forward = model.predict_pixels
+    monkeypatch.setattr(model, 'predict_pixels',
+                        lambda *args, **kwargs: passes.append(1) or forward(*args, **kwargs))
+    both = model.reconstruct(inputs, samples(mask), statistics=('visible', 'unit'))
+    assert len(passes) == 1 and len(both) == 2
+    for got, want in zip(both, single):
+        torch.testing.assert_close(got, want)
+
+
 def test_perfect_prediction_with_visible_statistics(monkeypatch):
     """When every unit holds the same pixel values (shuffled), the visible units'
     mean and std are every unit's: a perfect decoder then gives back the input with

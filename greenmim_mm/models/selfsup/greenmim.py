@@ -8,7 +8,7 @@ plan=plan)``), decode every unit (``GreenMIMDecoder``) and score the masked ones
 """
 import logging
 import warnings
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -189,7 +189,8 @@ class GreenMIM(BaseSelfSupervisor):
 
     @torch.no_grad()
     def reconstruct(self, inputs: Tensor, data_samples: List[DataSample],
-                    statistics: str = 'unit') -> Tensor:
+                    statistics: Union[str, Sequence[str]] = 'unit'
+                    ) -> Union[Tensor, Tuple[Tensor, ...]]:
         """The predicted image, ``(B, 3, H, W)``, in the space of ``inputs``.
 
         With ``head.norm_pix`` the decoder predicts each unit normalised by its own
@@ -204,21 +205,32 @@ class GreenMIM(BaseSelfSupervisor):
           the picture then depends only on what the encoder saw, and shows what the
           model predicts on its own.
 
-        Without ``norm_pix`` the prediction already is in the space of ``inputs``.
+        A sequence of them gives one image each, from one forward pass. Without
+        ``norm_pix`` the prediction already is in the space of ``inputs``.
         """
-        if statistics not in ('unit', 'visible'):
-            raise ValueError(
-                f"statistics must be 'unit' or 'visible', got {statistics!r}")
+        names = (statistics, ) if isinstance(statistics, str) else tuple(statistics)
+        for name in names:
+            if name not in ('unit', 'visible'):
+                raise ValueError(
+                    f"statistics must be 'unit' or 'visible', got {name!r}")
         mask = self.unit_masks(inputs, data_samples)  # B, Hu, Wu on the CPU
         pred = self.predict_pixels(inputs, mask)  # B, L, p*p*3
-        if self.head.norm_pix:
-            target = self.head.patchify(inputs)  # B, L, p*p*3
-            mean = target.mean(dim=-1, keepdim=True)  # B, L, 1
-            var = target.var(dim=-1, keepdim=True)  # B, L, 1
-            if statistics == 'visible':
-                visible = (~mask.flatten(1)).to(pred)[..., None]  # B, L, 1
-                count = visible.sum(dim=1, keepdim=True)  # B, 1, 1
-                mean = (mean * visible).sum(dim=1, keepdim=True) / count
-                var = (var * visible).sum(dim=1, keepdim=True) / count
-            pred = pred * (var + 1.e-6)**.5 + mean
-        return self.head.unpatchify(pred)
+        images = tuple(self.head.unpatchify(self._to_pixels(pred, inputs, mask, name))
+                       for name in names)
+        return images[0] if isinstance(statistics, str) else images
+
+    def _to_pixels(self, pred: Tensor, inputs: Tensor, mask: Tensor,
+                   statistics: str) -> Tensor:
+        """``pred`` (B, L, p*p*3) brought back with the ``statistics`` of
+        :meth:`reconstruct` (unchanged without ``norm_pix``)."""
+        if not self.head.norm_pix:
+            return pred
+        target = self.head.patchify(inputs)  # B, L, p*p*3
+        mean = target.mean(dim=-1, keepdim=True)  # B, L, 1
+        var = target.var(dim=-1, keepdim=True)  # B, L, 1
+        if statistics == 'visible':
+            visible = (~mask.flatten(1)).to(pred)[..., None]  # B, L, 1
+            count = visible.sum(dim=1, keepdim=True)  # B, 1, 1
+            mean = (mean * visible).sum(dim=1, keepdim=True) / count
+            var = (var * visible).sum(dim=1, keepdim=True) / count
+        return pred * (var + 1.e-6)**.5 + mean
