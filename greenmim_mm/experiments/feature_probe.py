@@ -19,10 +19,12 @@ import logging
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+
+from ..datasets.demo import load_rgb_image
+from ..engine.pretrained_init import StrictPretrainedInit, load_and_check
+from .learning_signal_report import mean_std
 
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
 STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
@@ -42,8 +44,8 @@ def read_split(data_root: str, prefix: str, ann_file: str) -> Tuple[torch.Tensor
     with open(f'{data_root}/{ann_file}') as lines:
         for line in lines:
             path, label = line.split()
-            rgb = np.asarray(Image.open(f'{data_root}/{prefix}/{path}').convert('RGB'))
-            images.append(torch.from_numpy(rgb.copy()).permute(2, 0, 1))  # 3, H, W
+            rgb = load_rgb_image(f'{data_root}/{prefix}/{path}')  # H, W, 3 uint8
+            images.append(torch.from_numpy(rgb).permute(2, 0, 1))  # 3, H, W
             labels.append(int(label))
     batch = torch.stack(images).float()  # N, 3, H, W
     return (batch - MEAN) / STD, torch.tensor(labels)
@@ -51,7 +53,9 @@ def read_split(data_root: str, prefix: str, ann_file: str) -> Tuple[torch.Tensor
 
 def build_encoder(backbone_cfg: dict, checkpoint: Optional[str], seed: int = 0) -> torch.nn.Module:
     """The stock Swin of ``backbone_cfg`` with all four stages out, from ``checkpoint``'s
-    ``backbone.`` weights (every one of them must be used) or random (``seed``)."""
+    ``backbone.`` weights, loaded as the fine-tuning loads them (every one must fit;
+    stage output norms pretraining did not use stay at their initial values), or
+    random (``seed``)."""
     from mmengine.logging import MMLogger
     from mmpretrain.registry import MODELS
 
@@ -66,16 +70,13 @@ def build_encoder(backbone_cfg: dict, checkpoint: Optional[str], seed: int = 0) 
         encoder.init_weights()  # as the Runner initialises the random arm
     finally:
         logger.setLevel(level)
-    if checkpoint is not None:
-        state = torch.load(checkpoint, map_location='cpu', weights_only=False)
-        state = state.get('state_dict', state)
-        weights = {key[len('backbone.'):]: value for key, value in state.items()
-                   if key.startswith('backbone.') and key != 'backbone.mask_token'}
-        missing, unexpected = encoder.load_state_dict(weights, strict=False)
-        # pretraining keeps only the last stage's output norm: norm0..2 stay identity
-        missing = [key for key in missing if not key.startswith(('norm0.', 'norm1.', 'norm2.'))]
-        if missing or unexpected:
-            raise KeyError(f'{checkpoint}: missing {missing}, unexpected {unexpected}')
+    if checkpoint is not None:  # the rules of the fine-tuning's GreenMIMPretrained init
+        init = StrictPretrainedInit(checkpoint, prefix='backbone.',
+                                    allowed_unexpected=[r'^mask_token$'])
+        report, _ = init._split_allowed(load_and_check(encoder, init.read_state_dict()))
+        if not report.fits:
+            raise KeyError(f'{checkpoint}: missing {report.missing}, unexpected '
+                           f'{report.unexpected}, other shapes {report.mismatched}')
     encoder.eval()  # (mmpretrain's Swin.train() returns None: no chaining)
     return encoder
 
@@ -145,10 +146,10 @@ def probe_table(results: Dict[str, Sequence[ProbeResult]]) -> str:
     rows = [header]
     for name, runs in results.items():
         for kind in ('knn', 'linear'):
-            values = np.array([getattr(run, kind) for run in runs])  # seeds, 4
-            cells = [f'{m:.3f}' + (f' +- {s:.3f}' if len(runs) > 1 else '')
-                     for m, s in zip(values.mean(0), values.std(0, ddof=1) if len(runs) > 1
-                                     else values.mean(0))]
+            cells = []
+            for stage in range(4):
+                mean, std = mean_std([getattr(run, kind)[stage] for run in runs])
+                cells.append(f'{mean:.3f}' + (f' +- {std:.3f}' if len(runs) > 1 else ''))
             label = 'k-NN (k=20)' if kind == 'knn' else 'linear'
             rows.append(f'| {name} | {label} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(rows)
