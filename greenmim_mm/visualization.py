@@ -42,6 +42,13 @@ COLUMNS = (
     ('MAE-style', 'true unit stats'),
     ('MAE-style', '+ visible units'),
 )
+# the same for a model whose prediction needs no statistics (SimMIM: raw pixels)
+RAW_COLUMNS = (
+    ('original', 'input image'),
+    ('masked', 'encoder input'),
+    ('prediction', 'model output'),
+    ('prediction', '+ visible units'),
+)
 MASK_GREY = 127  # masked units are drawn in this grey
 GAP = 4  # white pixels between pictures
 HEADER = 30  # height of the title strip (two lines)
@@ -105,8 +112,10 @@ def _side_by_side(pictures: Sequence[np.ndarray], axis: int) -> np.ndarray:
 
 
 def reconstruction_panel(image: np.ndarray, mask: np.ndarray, prediction: np.ndarray,
-                         reconstruction: np.ndarray, labels: bool = True) -> np.ndarray:
-    """One row of the five pictures of :data:`COLUMNS`.
+                         reconstruction: Optional[np.ndarray] = None,
+                         labels: bool = True) -> np.ndarray:
+    """One row of the five pictures of :data:`COLUMNS` (without ``reconstruction``:
+    the four of :data:`RAW_COLUMNS`, for a prediction in pixels, e.g. SimMIM's).
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB input.
@@ -114,19 +123,23 @@ def reconstruction_panel(image: np.ndarray, mask: np.ndarray, prediction: np.nda
         prediction: ``(H, W, 3)`` uint8 RGB prediction with the visible units'
             statistics (``GreenMIM.reconstruct(..., statistics='visible')``).
         reconstruction: ``(H, W, 3)`` uint8 RGB prediction with each unit's true
-            statistics (``statistics='unit'``).
+            statistics (``statistics='unit'``); None: ``prediction`` is in pixels.
         labels: Put the title strip above the pictures.
 
     Returns:
-        ``(HEADER + H, 5 W + 4 GAP, 3)`` uint8 RGB (no strip: ``(H, ...)``).
+        ``(HEADER + H, 5 W + 4 GAP, 3)`` uint8 RGB (no strip: ``(H, ...)``; four
+        pictures without ``reconstruction``).
     """
     hidden = unit_mask_to_pixels(np.asarray(mask, dtype=bool), image.shape[:2])
     masked = np.where(hidden[..., None], np.uint8(MASK_GREY), image)
-    pasted = np.where(hidden[..., None], reconstruction, image)
-    pictures = [image, masked, prediction, reconstruction, pasted]
+    if reconstruction is None:
+        pictures, columns = [image, masked, prediction], RAW_COLUMNS
+    else:
+        pictures, columns = [image, masked, prediction, reconstruction], COLUMNS
+    pictures.append(np.where(hidden[..., None], pictures[-1], image))  # + visible units
     if labels:
         pictures = [np.concatenate([_title_strip(picture.shape[1], *column), picture])
-                    for picture, column in zip(pictures, COLUMNS)]
+                    for picture, column in zip(pictures, columns)]
     return _side_by_side(pictures, axis=1)
 
 

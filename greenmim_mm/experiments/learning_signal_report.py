@@ -140,7 +140,7 @@ def reconstruction_rows(model: torch.nn.Module, data: dict) -> np.ndarray:
     inputs, masks, images = simmim_reconstruction(model, data)
     originals = to_rgb_images(inputs, model.data_preprocessor)
     predictions = to_rgb_images(images, model.data_preprocessor)
-    return stack_rows([reconstruction_panel(image, mask.numpy(), prediction, prediction)
+    return stack_rows([reconstruction_panel(image, mask.numpy(), prediction)
                        for image, mask, prediction in zip(originals, masks, predictions)])
 
 

@@ -68,6 +68,21 @@ def test_panel_layout():
     assert reconstruction_panel(image, mask, pred, recon, labels=False).shape[0] == 64
 
 
+def test_panel_of_a_pixel_prediction_has_four_pictures():
+    """Without ``reconstruction`` (SimMIM predicts pixels): original, masked,
+    prediction, prediction + visible units, under their own titles."""
+    rng = np.random.default_rng(1)
+    image, pred = (rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(2))
+    mask = np.array([[True, False, True], [False, True, True]])
+    panel = reconstruction_panel(image, mask, pred)
+    assert panel.shape == (HEADER + 64, 4 * 96 + 3 * GAP, 3)
+    prediction, pasted = (panel[HEADER:, k * (96 + GAP):k * (96 + GAP) + 96]
+                          for k in (2, 3))
+    hidden = mask.repeat(32, 0).repeat(32, 1)
+    assert (prediction == pred).all()
+    assert (pasted[hidden] == pred[hidden]).all() and (pasted[~hidden] == image[~hidden]).all()
+
+
 @pytest.mark.parametrize('to_rgb', [True, False])
 def test_perfect_prediction_draws_the_original(tiny_run, to_rgb, monkeypatch):
     """A BGR image as LoadImageFromFile loads it, through the data preprocessor (with
