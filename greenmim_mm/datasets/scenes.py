@@ -175,19 +175,20 @@ def draw_scene(rng: np.random.Generator, size: int = 128) -> Tuple[np.ndarray, i
 
 
 def _write_stream(out_dir: str, stream: str, num: int, size: int, seed: int,
-                  labelled: bool, per_class: bool) -> List[Tuple[str, int]]:
+                  labelled: bool) -> List[Tuple[str, int]]:
     """Draw ``num`` scenes of one stream and write them; returns (rel. path, label).
 
-    With ``per_class`` the stream is drawn until each kind has ``num`` scenes (the
-    surplus of a kind is skipped), so the labelled sets are balanced.
+    A ``labelled`` stream is drawn until each kind has ``num`` scenes (the surplus of
+    a kind is skipped), so the labelled sets are balanced, and is written in one
+    folder per kind.
     """
     rng = np.random.default_rng([seed, STREAMS.index(stream)])
     counts = [0] * len(SHAPE_KINDS)
-    total = num * len(SHAPE_KINDS) if per_class else num
+    total = num * len(SHAPE_KINDS) if labelled else num
     items: List[Tuple[str, int]] = []
     while len(items) < total:
         pixels, label = draw_scene(rng, size)
-        if per_class and counts[label] >= num:
+        if labelled and counts[label] >= num:
             continue
         folder = osp.join(stream, SHAPE_KINDS[label]) if labelled else stream
         rel_path = osp.join(folder, f'{counts[label] if labelled else len(items):06d}.jpg')
@@ -230,7 +231,7 @@ def make_scene_sets(out_dir: str, num_unlabelled: int = 20000,
             os.remove(record_path)
         shutil.rmtree(osp.join(out_dir, stream), ignore_errors=True)  # no stale files
         labelled = stream != 'unlabelled'
-        items = _write_stream(out_dir, stream, num, size, seed, labelled, labelled)
+        items = _write_stream(out_dir, stream, num, size, seed, labelled)
         if labelled:
             _write_ann_file(osp.join(out_dir, f'{stream}.txt'), stream, items)
         with open(record_path, 'w') as f:  # last: marks the stream complete

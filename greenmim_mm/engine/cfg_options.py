@@ -169,7 +169,7 @@ def accepted_keys(cfg: Config, path: List[str], node: dict) -> Accepted:
     return accepted
 
 
-def _where(path: List[str], node: dict, cfg: Config) -> str:
+def _where(path: List[str], node: dict) -> str:
     if not path:
         return "the top level (keys mmengine's Runner reads)"
     type_name = node.get('type')
@@ -260,7 +260,7 @@ def _check_new_key(cfg: Config, key: str, path: List[str], node: dict, part: str
                                       cutoff=0.7 if accepted is not None else 0.75)
     if accepted is None and not close:
         return  # a new key where any key may go, as in mmengine
-    where = _where(path, node, cfg)
+    where = _where(path, node)
     if path == ['optim_wrapper'] and part in ('dtype', 'loss_scale'):
         fix = 'mixed precision is --amp (or --amp-dtype float16|bfloat16)'
     elif close:

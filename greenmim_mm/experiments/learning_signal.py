@@ -92,14 +92,14 @@ def _load() -> str:
 
 def pretrain(settings: Settings, data_root: str) -> Dict[str, dict]:
     """Both methods side by side for the same CPU budget; returns their costs."""
-    jobs = []
+    jobs, every_job = [], {}
     for method in METHODS:
         work_dir = osp.join(settings.out_dir, f'pretrain_{method}')
         os.makedirs(work_dir, exist_ok=True)
         cfg = pretrain_config(method, data_root, work_dir, settings.budget_s,
                               base_config=settings.base_config)
         config = osp.join(work_dir, f'pretrain_{method}.py')
-        job = RunnerJob(f'pretrain_{method}', config, work_dir)
+        job = every_job[method] = RunnerJob(f'pretrain_{method}', config, work_dir)
         if settings.reuse_pretraining and _finished_with(job, cfg.pretty_text):
             _say(f'{job.name}: reusing the finished run in {work_dir} (same config)')
         else:
@@ -114,10 +114,7 @@ def pretrain(settings: Settings, data_root: str) -> Dict[str, dict]:
 
     run_jobs(jobs, min(settings.jobs, max(len(jobs), 1)), done)
     costs = {}
-    for method in METHODS:
-        work_dir = osp.join(settings.out_dir, f'pretrain_{method}')
-        job = RunnerJob(f'pretrain_{method}', osp.join(work_dir, f'pretrain_{method}.py'),
-                        work_dir)
+    for method, job in every_job.items():  # run now or reused
         with open(osp.join(job.work_dir, 'cpu_budget.json')) as f:
             costs[method] = dict(json.load(f), config=job.config,
                                  loss_name=LOSS_NAMES[method])
