@@ -21,7 +21,18 @@ setup(
     'vision transformers) for OpenMMLab: mmpretrain and mmdet',
     long_description=(HERE / 'README.md').read_text(),
     long_description_content_type='text/markdown',
-    packages=find_packages(include=['greenmim_mm', 'greenmim_mm.*']),
+    # the library and the tools' layer; the benchmarks and experiments (greenmim_lab)
+    # stay in the repository
+    packages=find_packages(include=['greenmim_mm', 'greenmim_mm.*',
+                                    'greenmim_cli', 'greenmim_cli.*']),
+    # the configs, as mmpretrain ships its own: greenmim_mm/.mim/configs links to
+    # configs/ in a checkout, and a wheel holds a copy (greenmim-train greenmim_mm::...)
+    package_data={'greenmim_mm': ['.mim/configs/**/*.py']},
+    entry_points={'console_scripts': [
+        'greenmim-train = greenmim_cli.commands:train',
+        'greenmim-test = greenmim_cli.commands:test',
+        'greenmim-visualize = greenmim_cli.commands:visualize',
+    ]},
     python_requires='>=3.8',
     install_requires=read_requirements('runtime.txt'),
     extras_require={

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from mmengine.config import Config
 
-from .errors import UsageError
+from greenmim_mm.errors import UsageError
 
 _EMPTY = inspect.Parameter.empty
 Accepted = Optional[Dict[str, Any]]  # argument name -> default; None: unknown (open)

@@ -6,8 +6,8 @@ from typing import Optional, Sequence
 
 from mmengine.config import Config
 
-from .checkpoint import checkpoint_problem
-from .errors import UsageError
+from greenmim_mm.engine.checkpoint import checkpoint_problem
+from greenmim_mm.errors import UsageError
 
 
 def require_checkpoint(path: Optional[str], what: str,

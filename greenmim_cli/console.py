@@ -8,10 +8,11 @@ line per parameter with its own optimizer settings) and the deprecation warnings
 third-party code that nobody running the tools can act on (:data:`THIRD_PARTY_NOISE`,
 and the Python warnings of :data:`PYTHON_WARNINGS`). ``--verbose`` (config key
 ``console_log = 'full'``) keeps mmengine's full terminal. What the tools print instead
-(a header and a final block) is :mod:`greenmim_mm.engine.run_report`.
+(a header and a final block) is :mod:`greenmim_cli.run_report`.
 
-This module imports only the standard library: ``greenmim_mm.engine`` imports it first,
-so the warning filters are in place before mmengine is imported.
+This module imports only the standard library: ``greenmim_cli`` (the tools' package)
+calls :func:`quiet_third_party_warnings` when it is imported, before anything imports
+mmengine. The library (``import greenmim_mm``) sets no warning filter.
 """
 import logging
 import warnings
@@ -58,9 +59,6 @@ def quiet_third_party_warnings() -> None:
     """Ignore the Python warnings of :data:`PYTHON_WARNINGS` (nothing else)."""
     for category, message, _reason in PYTHON_WARNINGS:
         warnings.filterwarnings('ignore', message=message, category=category)
-
-
-quiet_third_party_warnings()  # on import: before mmengine is imported
 
 
 class ConsoleFilter(logging.Filter):

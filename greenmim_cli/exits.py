@@ -1,27 +1,17 @@
 """How the tools end on a mistake: one line, ``error: <problem>; <fix>``, and an exit code.
 
-Exit codes of every tool (``tools/*.py`` and the ``tools/*.sh`` launchers):
+The exit codes and the error types are :mod:`greenmim_mm.errors` (the library's ground
+floor); this module is how the tools print them. ``--debug`` (or ``GREENMIM_DEBUG=1`` in
+the environment) prints the traceback of an explained error too, before its line.
 
-====  ===========================================================================
-0     done
-1     a bug: Python's traceback, in full (please report it)
-2     a mistake in the input -- command line, config, data or checkpoint -- explained
-      in one line on stderr: ``error: <problem>; <fix>``
-3     training stopped because the loss was not finite for too many steps in a row
-      (:class:`~greenmim_mm.engine.amp.NonFiniteLossError`); the checkpoints written
-      before are intact
-====  ===========================================================================
-
-``--debug`` (or ``GREENMIM_DEBUG=1`` in the environment) prints the traceback of an
-explained error too, before its line.
-
-What counts as a mistake in the input (:func:`explain`): a :class:`UsageError` (raised
-by the tools' checks before anything is written), a checkpoint that does not fit the
-model (:class:`~greenmim_mm.engine.pretrained_init.CheckpointMismatchError`), and a
-``ValueError``, ``TypeError``, ``KeyError``, ``FileNotFoundError`` or ``AssertionError``
-raised while mmengine builds an object from the config (its registry's
-``build_from_cfg`` is on the traceback: a wrong argument or type name, a missing file).
-Everything else is a bug and keeps its traceback.
+What counts as a mistake in the input (:func:`explain`): a
+:class:`~greenmim_mm.errors.UsageError` (raised by the tools' checks before anything is
+written), a checkpoint that does not fit the model
+(:class:`~greenmim_mm.errors.CheckpointMismatchError`), and a ``ValueError``,
+``TypeError``, ``KeyError``, ``FileNotFoundError`` or ``AssertionError`` raised while
+mmengine builds an object from the config (its registry's ``build_from_cfg`` is on the
+traceback: a wrong argument or type name, a missing file). Everything else is a bug and
+keeps its traceback (exit 1).
 """
 import argparse
 import os
@@ -32,20 +22,12 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 from mmengine.config import DictAction
 
-EXIT_USAGE = 2
-EXIT_DIVERGED = 3
+from greenmim_mm.errors import EXIT_BUG, EXIT_USAGE, UsageError, exit_code, one_line
+
 DEBUG_ENV = 'GREENMIM_DEBUG'
 # raised by constructors given bad arguments (OpenMMLab's check them with assert) and by
 # the registry for unknown types
 BUILD_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, AssertionError)
-
-
-class UsageError(ValueError):
-    """A mistake in the input (command line, config, data, checkpoint).
-
-    The tools print it as one line, ``error: <problem>; <fix>``, and exit with status 2
-    (:data:`EXIT_USAGE`); see this module's docstring for the other codes.
-    """
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -71,15 +53,6 @@ class KeyValueAction(DictAction):
             raise argparse.ArgumentError(self, f'cannot parse {values}: {error}')
 
 
-def one_line(text: str) -> str:
-    """``text`` on one line: its lines joined with '; ' (after a ':' with a space)."""
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    joined = lines[0] if lines else ''
-    for line in lines[1:]:
-        joined += (' ' if joined.endswith(':') else '; ') + line
-    return joined
-
-
 def _built_class(tb: Optional[TracebackType]) -> Optional[str]:
     """The name of the innermost object mmengine's ``build_from_cfg`` was building when
     the exception passed through it (None: it did not)."""
@@ -97,14 +70,9 @@ def _built_class(tb: Optional[TracebackType]) -> Optional[str]:
 
 def explain(error: BaseException) -> Optional[Tuple[str, int]]:
     """``(one-line message, exit code)`` for a mistake in the input; None for a bug."""
-    from .amp import NonFiniteLossError
-    from .pretrained_init import CheckpointMismatchError
-    if isinstance(error, UsageError):
-        return one_line(str(error)), EXIT_USAGE
-    if isinstance(error, CheckpointMismatchError):
-        return one_line(str(error)), EXIT_USAGE
-    if isinstance(error, NonFiniteLossError):
-        return one_line(str(error)), EXIT_DIVERGED
+    code = exit_code(error)
+    if code != EXIT_BUG:
+        return one_line(str(error)), code
     if isinstance(error, BUILD_ERRORS):
         built = _built_class(error.__traceback__)
         if built is not None:

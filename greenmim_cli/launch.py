@@ -5,8 +5,8 @@ set-up that also works on machines without GPUs, and the run itself.
 Every check runs in :func:`prepare_train` / :func:`prepare_test`, *before* the
 mmengine ``Runner`` exists, so a bad argument (a :class:`UsageError`) never leaves a
 half-written work dir behind. How the tools report it (one line, exit code 2) is
-:mod:`greenmim_mm.engine.errors`; the ``--cfg-options`` checks are
-:mod:`greenmim_mm.engine.cfg_options`, the others :mod:`greenmim_mm.engine.config_checks`.
+:mod:`greenmim_cli.exits`; the ``--cfg-options`` checks are
+:mod:`greenmim_cli.cfg_options`, the others :mod:`greenmim_cli.config_checks`.
 """
 import argparse
 import os
@@ -17,15 +17,20 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
 
-from .amp import AMP_DTYPES, use_safe_optim_wrapper
+import greenmim_mm  # noqa: F401  (registers the modules, applies the stack fixes)
+
+from greenmim_mm.datasets.collate import bind_collate_backbone
+from greenmim_mm.engine.amp import AMP_DTYPES, use_safe_optim_wrapper
+from greenmim_mm.engine.checkpoint import use_safe_checkpoint_hook
+from greenmim_mm.errors import UsageError
+
 from .cfg_options import merge_cfg_options
-from .checkpoint import use_safe_checkpoint_hook
 from .config_checks import (check_data_roots, check_schedule, require_checkpoint,
                             set_data_root)
-from .errors import ArgumentParser, KeyValueAction, UsageError, add_debug_flag
+from .exits import ArgumentParser, KeyValueAction, add_debug_flag
+from .installed_configs import resolve_config
 
-__all__ = ['UsageError', 'evaluate', 'load_config', 'prepare_test', 'prepare_train',
-           'train']
+__all__ = ['evaluate', 'load_config', 'prepare_test', 'prepare_train', 'train']
 
 
 def use_safe_components(cfg: Config, amp: bool = False,
@@ -43,10 +48,7 @@ def load_config(path: str, cfg_options: Optional[Dict[str, Any]] = None,
     ``--cfg-options`` (checked first: no typo of a key, no key nothing reads, no text
     for a number); then bind ``greenmim_collate`` to the model's backbone (one source
     of geometry)."""
-    from ..datasets.collate import bind_collate_backbone
-    if not osp.isfile(path):
-        raise UsageError(f'config file not found: {path}; '
-                         'give the path of a .py file under configs/')
+    path = resolve_config(path)
     try:
         cfg = Config.fromfile(path)
     except (SyntaxError, NameError, FileNotFoundError) as error:
@@ -112,7 +114,8 @@ def _add_common_args(parser: argparse.ArgumentParser, cfg_example: str) -> None:
 def train_parser() -> argparse.ArgumentParser:
     """The command line of ``tools/train.py`` (mmpretrain/mmdet flags)."""
     parser = ArgumentParser(description='Train a model')
-    parser.add_argument('config', help='train config file path')
+    parser.add_argument('config', help='train config file path, or an installed config: '
+                        'greenmim_mm::pretrain/NAME.py')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
@@ -172,7 +175,7 @@ def _parse(parser: argparse.ArgumentParser,
 
 
 def _merge_console_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """``--verbose``: mmengine's full terminal (see :mod:`greenmim_mm.engine.console`)."""
+    """``--verbose``: mmengine's full terminal (see :mod:`greenmim_cli.console`)."""
     if args.verbose:
         cfg.console_log = 'full'
     return cfg
@@ -215,7 +218,8 @@ def train(cfg: Config) -> None:
 def evaluation_parser() -> argparse.ArgumentParser:
     """The command line of ``tools/test.py`` (mmpretrain/mmdet flags)."""
     parser = ArgumentParser(description='Test (and evaluate) a model')
-    parser.add_argument('config', help='test config file path')
+    parser.add_argument('config', help='test config file path, or an installed config: '
+                        'greenmim_mm::classification/NAME.py')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save the evaluation logs')
     parser.add_argument('--out', help='dump the predictions to this pickle file')

@@ -1,7 +1,7 @@
 """What ``tools/train.py`` and ``tools/test.py`` print around mmengine's progress lines.
 
 :func:`build_runner` builds the config's ``Runner`` with a quiet terminal
-(:mod:`greenmim_mm.engine.console`) and a :class:`RunReportHook`, which logs
+(:mod:`greenmim_cli.console`) and a :class:`RunReportHook`, which logs
 
 - before the run, a header: the config, the model in a few lines (parameters of each
   part), the data, the schedule, and where the full log goes;
@@ -29,7 +29,6 @@ from torch import nn
 
 from .console import FULL, QUIET, quiet_console
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BACKBONE_KEYS = ('arch', 'img_size', 'window_size')  # shown in the model summary
 DEMO_IMAGE = 'chelsea'  # the photograph a pretraining run's next command draws
 Rows = List[Tuple[str, str]]
@@ -76,13 +75,19 @@ def python_command() -> str:
     return 'python' if osp.isabs(shown) else shown
 
 
-def tool_command(tool: str, *args: str) -> Optional[str]:
-    """``python tools/<tool> args...`` as it runs from the working directory, or None
-    without the repository's ``tools/`` folder."""
-    path = osp.join(REPO_ROOT, 'tools', tool)
-    if not osp.isfile(path):
-        return None
-    return ' '.join([python_command(), shown_path(path), *args])
+# the installed commands of the repository's scripts (setup.py's entry points)
+INSTALLED_COMMANDS = {'train.py': 'greenmim-train', 'test.py': 'greenmim-test',
+                      'visualize_reconstruction.py': 'greenmim-visualize'}
+
+
+def tool_command(tool: str, *args: str) -> str:
+    """``python tools/<tool> args...`` in a checkout (the working directory has
+    ``tools/<tool>``, as where the README's commands run), else the installed command
+    (``greenmim-visualize args...``)."""
+    script = osp.join('tools', tool)
+    if osp.isfile(script):
+        return ' '.join([python_command(), script, *args])
+    return ' '.join([INSTALLED_COMMANDS[tool], *args])
 
 
 def millions(count: int) -> str:
@@ -245,8 +250,7 @@ def train_summary(runner: Runner, seconds: float) -> str:
         else:
             command = tool_command('test.py', config, shown_path(checkpoint))
             what = 'next (evaluate)'
-        if command:
-            rows.append((what, command))
+        rows.append((what, command))
     iters = f'{runner.iter} iterations' + (
         f' ({runner.epoch} epochs)' if runner.epoch else '')
     return block(f'Done: {iters} in {duration(seconds)}.', rows)

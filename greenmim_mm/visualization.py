@@ -1,6 +1,6 @@
-"""Reconstruction pictures, one implementation for ``tools/visualize_reconstruction.py``
-(:func:`draw_reconstruction`) and ``ReconstructionVisualizationHook``
-(:func:`reconstruction_panels`).
+"""Reconstruction pictures, one implementation for ``ReconstructionVisualizationHook`` and
+``tools/visualize_reconstruction.py`` (:func:`reconstruction_panels`; the tool's own
+part, a config + checkpoint + image -> PNG, is :mod:`greenmim_cli.reconstruct`).
 
 A panel is one row per image, five pictures under a strip of titles (:data:`COLUMNS`),
 as an ``(H, W, 3)`` uint8 RGB array (what mmengine's visualizer backends take):
@@ -16,23 +16,12 @@ as an ``(H, W, 3)`` uint8 RGB array (what mmengine's visualizer backends take):
    partly the original's, the structure inside each unit is the model's;
 5. that reconstruction with the visible units pasted back.
 """
-from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import torch
-from mmcv.transforms import Compose
-from mmengine.config import Config
-from mmengine.dataset import default_collate
-from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
-from mmpretrain.registry import MODELS, TRANSFORMS
-from PIL import Image
 from torch import Tensor, nn
-
-from .datasets.demo import DEMO_PHOTOS, load_rgb_image, skimage_data_dir
-from .engine.launch import UsageError
 
 # (title, what it shows) of each picture of a row, in order
 COLUMNS = (
@@ -176,113 +165,3 @@ def reconstruction_panels(model: nn.Module, data: dict) -> np.ndarray:
 def stack_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
     """Panel rows of one width, top to bottom with white gaps between them."""
     return _side_by_side(rows, axis=0)
-
-
-# ----------------------------------------------------------------------------------
-# One image from a config and a checkpoint (tools/visualize_reconstruction.py)
-# ----------------------------------------------------------------------------------
-def config_mask_ratio(cfg: Config) -> float:
-    """The mask ratio of the config's training pipeline, 0.75 if it has none."""
-    pipeline = cfg.get('train_dataloader', {}).get('dataset', {}).get('pipeline', [])
-    for transform in pipeline:
-        if transform.get('type') == 'GreenMIMMaskGenerator':
-            return transform.get('mask_ratio', 0.75)
-    return 0.75
-
-
-def image_batch(image_path: str, size: int, mask_ratio: float, mask_unit: int,
-                seed: int) -> dict:
-    """One image as a collated batch: resized, centre-cropped, masked, packed.
-
-    The mask is drawn from torch's generator seeded with ``seed``.
-    """
-    image_bgr = load_rgb_image(image_path)[..., ::-1]  # as LoadImageFromFile loads
-    pipeline = Compose([
-        TRANSFORMS.build(cfg) for cfg in [
-            dict(type='ResizeEdge', scale=size, edge='short', backend='pillow',
-                 interpolation='bicubic'),
-            dict(type='CenterCrop', crop_size=size),
-            dict(type='GreenMIMMaskGenerator', mask_ratio=mask_ratio,
-                 mask_unit=mask_unit),
-            dict(type='PackInputs'),
-        ]
-    ])
-    torch.manual_seed(seed)  # GreenMIMMaskGenerator draws from torch's generator
-    packed = pipeline(dict(img=np.ascontiguousarray(image_bgr), img_path=image_path))
-    return default_collate([packed])
-
-
-def resolve_image(image: str) -> str:
-    """``image`` if it is a file, else the path of the demo photograph of that name
-    (``chelsea``: scikit-image's ``chelsea.png``, see :data:`DEMO_PHOTOS`).
-
-    Raises:
-        FileNotFoundError: neither a file nor a demo photograph's name.
-    """
-    if Path(image).is_file():
-        return image
-    if image in DEMO_PHOTOS:
-        return str(Path(skimage_data_dir()) / DEMO_PHOTOS[image])
-    raise FileNotFoundError(
-        f'Image file not found: {image!r}. Give an image file or the name of a demo '
-        f'photograph: {", ".join(sorted(DEMO_PHOTOS))}.')
-
-
-def default_output(image: str) -> Path:
-    """Where the panel of ``image`` goes without ``--out``: under ``work_dirs/``."""
-    return Path('work_dirs') / 'reconstructions' / f'{Path(image).stem}.png'
-
-
-def _prepare(config: str, checkpoint: str, image: str, mask_ratio: Optional[float],
-             seed: int, size: Optional[int]) -> Tuple[Config, dict]:
-    """Read the config and the image, draw the mask: every input error happens here."""
-    for path, what in ((config, 'config'), (checkpoint, 'checkpoint')):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f'{what} file not found: {path!r}. Check the path.')
-    cfg = Config.fromfile(config)
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-
-    mask_unit = cfg.model.head.patch_size
-    if size is None:
-        img_size = cfg.model.backbone.get('img_size', 224)
-        size = img_size if isinstance(img_size, int) else img_size[0]
-    if size % mask_unit:
-        lower = max(mask_unit, size // mask_unit * mask_unit)
-        raise ValueError(f'--size {size} is not a multiple of the mask unit '
-                         f'{mask_unit} px: use e.g. --size {lower} or '
-                         f'--size {lower + mask_unit}.')
-    mask_ratio = config_mask_ratio(cfg) if mask_ratio is None else mask_ratio
-    return cfg, image_batch(resolve_image(image), size, mask_ratio, mask_unit, seed)
-
-
-def draw_reconstruction(config: str, checkpoint: str, image: str,
-                        out: Optional[str] = None, mask_ratio: Optional[float] = None,
-                        seed: int = 0, device: str = 'cpu',
-                        size: Optional[int] = None) -> Path:
-    """Draw what a GreenMIM checkpoint reconstructs of one image; return the PNG's path.
-
-    ``image`` is an image file or the name of a demo photograph (``chelsea``). It is
-    resized (shorter side) and centre-cropped to ``size`` (default: the backbone's
-    ``img_size``), a random unit mask is drawn (``seed``; ``mask_ratio`` defaults to
-    the config's mask generator) and the panel is written to ``out`` (default:
-    ``work_dirs/reconstructions/<image name>.png``).
-
-    Raises:
-        UsageError: a missing or unreadable file, or a size or mask ratio that does
-            not fit (the message says which and how to fix it).
-    """
-    try:
-        cfg, batch = _prepare(config, checkpoint, image, mask_ratio, seed, size)
-    except (FileNotFoundError, ValueError) as error:
-        raise UsageError(str(error)) from error
-
-    model = MODELS.build(cfg.model)
-    load_checkpoint(model, checkpoint, map_location='cpu', strict=True, logger='silent')
-    model.to(device)
-    torch.manual_seed(seed)
-    panel = reconstruction_panels(model, batch)
-
-    path = Path(out) if out else default_output(image)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(panel).save(path)
-    return path

@@ -149,7 +149,7 @@ def image_folder(tmp_path_factory) -> str:
 @pytest.fixture(scope='session')
 def demo_coco(tmp_path_factory) -> Dict[str, str]:
     """The shapes set of ``tools/make_demo_coco.py``: 8 train, 4 val images of 128 px."""
-    from greenmim_mm.datasets.demo_coco import make_demo_coco
+    from greenmim_lab.data.demo_coco import make_demo_coco
     return make_demo_coco(str(tmp_path_factory.mktemp('demo_coco')),
                           num_train=8, num_val=4, size=128, seed=0)
 
@@ -184,7 +184,7 @@ def greenmim_ddp_run(tmp_path_factory) -> Dict[str, object]:
     the resumed run finished (None when the distributed one failed), and the wall
     time of both.
     """
-    from greenmim_mm.engine.launch import prepare_train, train
+    from greenmim_cli.launch import prepare_train, train
 
     root = tmp_path_factory.mktemp('greenmim_ddp')
     config = str(root / 'tiny_greenmim_probed.py')

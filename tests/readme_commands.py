@@ -14,7 +14,7 @@ from typing import List, Sequence
 
 import pytest
 
-from greenmim_mm.engine.launch import evaluation_parser, load_config, train_parser
+from greenmim_cli.launch import evaluation_parser, load_config, train_parser
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))  # the repository root
 README = osp.join(REPO, 'README.md')
@@ -61,7 +61,7 @@ def tool_module(path: str):
 def parse_with_tool(tool: str, args: Sequence[str]):
     """Parse ``args`` with ``tool``'s command line (its parser, or its
     ``parse_args(argv)``); fail with the parser's message."""
-    from greenmim_mm.engine.errors import UsageError
+    from greenmim_mm.errors import UsageError
 
     if tool == 'tools/train.py':
         parse = train_parser().parse_args

@@ -20,8 +20,8 @@ from torch import nn
 import greenmim_mm  # noqa: F401  (registration, checkpoint compat)
 from greenmim_mm.engine.compat import resize_relative_position_bias_table
 from greenmim_mm.engine.layer_decay import svt_layer_depth
-from greenmim_mm.engine.pretrained_init import (CheckpointMismatchError,
-                                                StrictPretrainedInit)
+from greenmim_mm.engine.pretrained_init import StrictPretrainedInit
+from greenmim_mm.errors import CheckpointMismatchError
 from greenmim_mm.engine.schedules import resolved_schedule
 from config_files import REPO_ROOT, config_files, is_alias
 

@@ -13,7 +13,7 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # (NNODES, NODE_RANK, MASTER_ADDR, PORT from the environment, as upstream). torchrun
 # ends a failed run with a long report of its own: the workers' first one-line
 # "error: ..." is repeated after it, as the last line, and the exit status is the
-# failed worker's (2: a mistake in the input, see greenmim_mm/engine/errors.py), not
+# failed worker's (2: a mistake in the input, see greenmim_cli/exits.py), not
 # torchrun's 1. stderr goes through tee for that; stdout goes straight to fd 3, a copy
 # of our stdout.
 torchrun_tool() {

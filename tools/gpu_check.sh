@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 13 on a bare, offline CUDA machine (Python 3.12 + torch only).
+# The GPU check on a bare, offline CUDA machine (Python 3.12 + torch only).
 #
 #   tools/gpu_check.sh --prepare DIR     on a machine with the package index: download the
 #                                        wheels of requirements/gpu_check.txt into DIR
@@ -8,7 +8,7 @@
 #                                        benchmark matrix, write one markdown table
 #   tools/gpu_check.sh --smoke --device cpu [OPTIONS]   the same path on a CPU, tiny models
 #
-# OPTIONS are those of `python -m greenmim_mm.benchmarking.gpu_check` (--out PATH,
+# OPTIONS are those of `python -m greenmim_lab.benchmarking.gpu_check` (--out PATH,
 # default work_dirs/gpu_check.md; --budget-s; --skip-tests). PYTHON picks the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,4 +33,4 @@ if [[ $# -gt 0 && "$1" != -* ]]; then
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # greenmim_mm: this source tree
-exec "$PY" -m greenmim_mm.benchmarking.gpu_check "$@"
+exec "$PY" -m greenmim_lab.benchmarking.gpu_check "$@"

@@ -13,14 +13,17 @@ import os
 os.environ.setdefault('OMP_NUM_THREADS', '1')  # before torch: one thread per process
 
 import argparse  # noqa: E402
+import os.path as osp  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
 from dataclasses import fields  # noqa: E402
 from typing import List, Optional  # noqa: E402
 
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # greenmim_lab (not installed)
+
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    from greenmim_mm.experiments.learning_signal import QUICK, Settings
+    from greenmim_lab.experiments.learning_signal import QUICK, Settings
 
     parser = argparse.ArgumentParser(
         description='GreenMIM vs SimMIM vs random init at equal pretraining CPU time')
@@ -64,7 +67,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     import torch
 
     torch.set_num_threads(1)  # the jobs are forked from this process
-    from greenmim_mm.experiments.learning_signal import QUICK, Settings, run
+    from greenmim_lab.experiments.learning_signal import QUICK, Settings, run
 
     args = parse_args(argv)
     values = dict(QUICK) if args.quick else {}

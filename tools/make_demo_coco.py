@@ -11,11 +11,15 @@ The result is what mmdet's ``CocoDataset`` reads with ``data_root=OUT_DIR``,
 """
 import argparse
 import json
+import os.path as osp
+import sys
 from typing import List, Optional
 
-from greenmim_mm.datasets.demo_coco import make_demo_coco
-from greenmim_mm.engine.errors import (ArgumentParser, UsageError, add_debug_flag,
-                                       run_tool)
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # greenmim_lab (not installed)
+
+from greenmim_cli.exits import ArgumentParser, add_debug_flag, run_tool  # noqa: E402
+from greenmim_lab.data.demo_coco import make_demo_coco  # noqa: E402
+from greenmim_mm.errors import UsageError  # noqa: E402
 
 
 def at_least(minimum: int):

@@ -4,19 +4,14 @@ fine-tuning (mmpretrain) or COCO Mask R-CNN (mmdet). Flags follow mmpretrain/mmd
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--amp-dtype float16|bfloat16]
                                  [--resume [CKPT]] [--data-root DIR] [--auto-scale-lr]
                                  [--cfg-options k=v ...] [--debug]
+    greenmim-train CONFIG ...    (the same where the package is installed; CONFIG may
+                                  be an installed one: greenmim_mm::pretrain/NAME.py)
 
 A mistake in the input ends with one line, ``error: <problem>; <fix>``, and exit code
-2 (:mod:`greenmim_mm.engine.errors` lists the codes). The logic is
-:mod:`greenmim_mm.engine.launch` (``prepare_train``, ``train``).
+2 (:mod:`greenmim_cli.exits` lists the codes). The logic is
+:mod:`greenmim_cli.launch` (``prepare_train``, ``train``).
 """
-import greenmim_mm  # noqa: F401  (registers modules, applies compat fixes)
-from greenmim_mm.engine.errors import run_tool
-from greenmim_mm.engine.launch import prepare_train, train
-
-
-def main() -> None:
-    train(prepare_train())
-
+from greenmim_cli.commands import train
 
 if __name__ == '__main__':
-    run_tool(main)
+    train()

@@ -6,6 +6,7 @@ _base_ = [
     'mmpretrain::_base_/models/twins_svt_base.py',
     '../_base_/schedules/greenmim-finetune_adamw-coslr-100e_in1k.py',
 ]
+custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

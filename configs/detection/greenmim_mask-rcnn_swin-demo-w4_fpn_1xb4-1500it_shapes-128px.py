@@ -11,3 +11,4 @@
 # iterations on 17 photographs are a demo of the pipeline, not a useful pretraining.
 _base_ = ['../_base_/models/mask-rcnn_swin-demo-w4_fpn.py',
           '../_base_/schedules/adamw-1500it_shapes-instance.py']
+custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)

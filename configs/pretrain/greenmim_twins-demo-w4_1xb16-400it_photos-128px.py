@@ -7,6 +7,7 @@ _base_ = [
     '../_base_/datasets/photos_bs16_greenmim-128px.py',
     '../_base_/schedules/greenmim_bs16_adamw-400it_demo.py',
 ]
+custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
 
 embed_dims = [32, 64, 128, 256]  # a tiny Twins-SVT: 2 layers (LSA + GSA) per stage
 model = dict(

@@ -20,9 +20,9 @@ from typing import Dict, List, Sequence
 
 from mmengine.config import Config
 
-from ..datasets.collate import bind_collate_backbone
+from greenmim_lab import REPO_ROOT
+from greenmim_mm.datasets.collate import bind_collate_backbone
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 GREENMIM_CONFIGS: Dict[str, Dict[str, str]] = {  # backbone -> arch -> config
     'swin': {
         'tiny': 'configs/pretrain/greenmim_swin_t.py',

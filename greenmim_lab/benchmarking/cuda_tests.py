@@ -1,4 +1,4 @@
-"""pytest plugin of the GPU check (`-p greenmim_mm.benchmarking.cuda_tests`).
+"""pytest plugin of the GPU check (`-p greenmim_lab.benchmarking.cuda_tests`).
 
 Marks ``cuda`` every test that is skipped without CUDA (a ``skipif`` whose reason
 names CUDA), so ``-m cuda`` selects the CUDA tests wherever they live without each

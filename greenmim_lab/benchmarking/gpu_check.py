@@ -3,8 +3,8 @@ Swin-B (GreenMIM 224 px, SimMIM's stock 192 px), bf16 autocast, at batch 128, 25
 the largest that fits, eager and compiled, sdpa and flex group attention; one markdown
 table, all within a time budget (8 minutes by default).
 
-    python -m greenmim_mm.benchmarking.gpu_check [--out work_dirs/gpu_check.md]
-    python -m greenmim_mm.benchmarking.gpu_check --smoke --device cpu  # the same path, tiny
+    python -m greenmim_lab.benchmarking.gpu_check [--out work_dirs/gpu_check.md]
+    python -m greenmim_lab.benchmarking.gpu_check --smoke --device cpu  # the same path, tiny
 
 The matrix is a list of :class:`Cell` s, each one command line of ``tools/benchmark.py``
 run in this process, most important first. A cell starts only if the budget left is at
@@ -23,7 +23,7 @@ import traceback
 from dataclasses import dataclass
 from typing import List, Optional
 
-from .comparisons import REPO_ROOT
+from greenmim_lab import REPO_ROOT
 
 BUDGET_S = 450  # of the 8 minutes; tools/gpu_check.sh installs the wheels first
 TESTS_MAX_S = 150
@@ -72,7 +72,7 @@ def run_cuda_tests(timeout_s: float, log_path: Optional[str] = None) -> str:
     reason: a wide terminal, so pytest does not cut the reason off); the whole output
     goes to ``log_path``."""
     argv = [sys.executable, '-m', 'pytest', 'tests', '-q', '-rfE', '-m', 'cuda',
-            '-p', 'greenmim_mm.benchmarking.cuda_tests']
+            '-p', 'greenmim_lab.benchmarking.cuda_tests']
     try:
         result = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True,
                                 timeout=timeout_s, env=dict(os.environ, COLUMNS='400'))

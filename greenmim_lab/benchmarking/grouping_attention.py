@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from mmpretrain.models.utils import ShiftWindowMSA
 
-from ..models.backbones.layers.swin import effective_shift
-from ..ops.group_attention import attention_layout, group_window_attention
-from ..ops.grouping import plan_groups
-from ..ops.masking import num_visible_units, random_unit_masks, stage_token_coords
-from ..ops.visible_plan import static_group_shape
-from ..ops.window_plan import plan_window_groups
+from greenmim_mm.models.backbones.layers.swin import effective_shift
+from greenmim_mm.ops.group_attention import attention_layout, group_window_attention
+from greenmim_mm.ops.grouping import plan_groups
+from greenmim_mm.ops.masking import num_visible_units, random_unit_masks, stage_token_coords
+from greenmim_mm.ops.visible_plan import static_group_shape
+from greenmim_mm.ops.window_plan import plan_window_groups
 from .measure import time_repeats
 
 # Swin-B: (stride, embed dims, heads) of the four stages.

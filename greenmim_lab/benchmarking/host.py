@@ -21,9 +21,9 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 from mmpretrain.structures import DataSample
 
-from ..datasets.collate import collate_geometry
-from ..ops.masking import random_unit_masks
-from ..ops.visible_plan import build_visible_plan
+from greenmim_mm.datasets.collate import collate_geometry
+from greenmim_mm.ops.masking import random_unit_masks
+from greenmim_mm.ops.visible_plan import build_visible_plan
 from .comparisons import comparison
 
 

@@ -2,7 +2,7 @@
 
 A fresh process per (config, batch) keeps the models of a side-by-side timing run, and
 the allocator state they leave, out of the figure. The child (``python -m
-greenmim_mm.benchmarking.memory``) makes one batch, builds the model, runs
+greenmim_lab.benchmarking.memory``) makes one batch, builds the model, runs
 ``memory_steps`` training steps (two by default: the second holds the gradients and
 the optimizer state at once) and prints the peak as JSON:
 
@@ -23,6 +23,8 @@ import tempfile
 from typing import Callable, Dict, List, Optional, Tuple
 
 from mmengine.config import Config
+
+from greenmim_lab import REPO_ROOT
 
 from .steps import StepOptions
 
@@ -69,7 +71,7 @@ def _run_probe(cfg: Config, batch_size: int, options_json: str,
         cfg.dump(path)
         argv = [sys.executable, '-m', __name__, path, str(batch_size), options_json,
                 str(steps)]
-        result = subprocess.run(argv, capture_output=True, text=True)
+        result = subprocess.run(argv, capture_output=True, text=True, cwd=REPO_ROOT)
     if result.returncode == 0:
         return json.loads(result.stdout.strip().splitlines()[-1])['peak_bytes']
     if any(marker in result.stderr for marker in OOM_MARKERS):

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ops import masking
-from ..ops.sparse_conv import block_conv2d, submanifold_conv2d
+from greenmim_mm.ops import masking
+from greenmim_mm.ops.sparse_conv import block_conv2d, submanifold_conv2d
 from .measure import time_repeats
 
 UNIT_GRID = (7, 7)  # 224 px / 32 px mask units

@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..datasets.demo import load_rgb_image
-from ..engine.pretrained_init import StrictPretrainedInit, load_and_check
+from greenmim_mm.datasets.demo import load_rgb_image
+from greenmim_mm.engine.pretrained_init import StrictPretrainedInit, load_and_check
 from .learning_signal_report import mean_std
 
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)

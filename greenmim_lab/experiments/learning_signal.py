@@ -1,7 +1,7 @@
 """Does GreenMIM pretraining teach something that transfers? GreenMIM vs SimMIM vs
 random initialisation, at equal pretraining compute, on the CPU.
 
-1. **Data** (:mod:`greenmim_mm.datasets.scenes`): unlabelled synthetic scenes of
+1. **Data** (:mod:`greenmim_lab.data.scenes`): unlabelled synthetic scenes of
    textured shapes to pretrain on, and a few-shot task from the same generator --
    name the kind of the large shape in a scene (6 classes) from ``shots`` labelled
    scenes per class -- with a held-out test set. All from one seed, no download.
@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
-from ..datasets.scenes import SHAPE_KINDS, make_scene_sets, write_fewshot_split
+from greenmim_lab.data.scenes import SHAPE_KINDS, make_scene_sets, write_fewshot_split
 from .feature_probe import ProbeResult, probe, probe_table, read_split
 from .jobs import RunnerJob, run_jobs
 from .learning_signal_configs import (DEMO_CONFIG, METHODS, finetune_config,

@@ -22,9 +22,9 @@ from typing import Optional, Sequence
 
 from mmengine.config import Config, ConfigDict
 
-from ..datasets.collate import bind_collate_backbone
+from greenmim_lab import REPO_ROOT
+from greenmim_mm.datasets.collate import bind_collate_backbone
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO_CONFIG = osp.join(REPO_ROOT, 'configs', 'pretrain',
                        'greenmim_swin-demo-w4_1xb16-400it_photos-128px.py')
 SIMMIM_CONFIG = 'mmpretrain::simmim/simmim_swin-base-w6_8xb256-amp-coslr-100e_in1k-192px.py'

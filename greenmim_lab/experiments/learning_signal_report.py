@@ -132,8 +132,8 @@ def simmim_reconstruction(model: torch.nn.Module, data: dict) -> tuple:
 @torch.no_grad()
 def reconstruction_rows(model: torch.nn.Module, data: dict) -> np.ndarray:
     """Panels (original | masked | reconstruction | + visible) of a batch, any method."""
-    from ..visualization import (reconstruction_panel, reconstruction_panels,
-                                 stack_rows, to_rgb_images)
+    from greenmim_mm.visualization import (reconstruction_panel, reconstruction_panels,
+                                           stack_rows, to_rgb_images)
 
     if hasattr(model, 'reconstruct') and hasattr(model, 'unit_masks'):  # GreenMIM
         return reconstruction_panels(model, data)

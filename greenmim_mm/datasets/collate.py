@@ -15,7 +15,7 @@ Configs name it; the geometry comes from one place, the model's backbone config:
 
 :func:`bind_collate_backbone` fills ``collate_fn.backbone`` from ``model.backbone`` once
 the config is merged (``tools/train.py`` and every tool of this project call it through
-``greenmim_mm.engine.launch.load_config``; with your own Runner, call it on the config
+``greenmim_cli.launch.load_config``; with your own Runner, call it on the config
 first or set ``backbone`` yourself: without it, training still works, but the model
 plans each batch in the training process and says so once).
 

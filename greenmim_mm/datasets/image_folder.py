@@ -15,7 +15,7 @@ by file extension; this subclass makes it safe on whatever a user's folder holds
   skipped too: ``LoadImageFromFile(ignore_empty=True)`` gives None, this dataset warns
   once for that file, and mmengine's ``BaseDataset`` draws another image in its place;
 * **a folder without any readable image is an error** that says so (a
-  :class:`~greenmim_mm.engine.errors.UsageError`: one line from the tools).
+  :class:`~greenmim_mm.errors.UsageError`: one line from the tools).
 """
 import logging
 import os.path as osp
@@ -25,7 +25,7 @@ from mmengine.logging import print_log
 from mmpretrain.datasets import CustomDataset
 from mmpretrain.registry import DATASETS
 
-from ..engine.errors import UsageError
+from ..errors import UsageError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.jpe', '.png', '.bmp', '.gif', '.tif', '.tiff',
                     '.webp', '.ppm', '.pgm', '.pbm', '.pnm')

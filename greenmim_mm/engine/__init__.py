@@ -1,3 +1,2 @@
-from . import console  # noqa: F401  (first: its warning filters precede mmengine)
-from . import (amp, checkpoint, compat, hooks, layer_decay,  # noqa: F401,E402
+from . import (amp, checkpoint, compat, hooks, layer_decay,  # noqa: F401
                pretrained_init, schedules)  # (registration side effects)

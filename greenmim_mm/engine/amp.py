@@ -19,7 +19,7 @@
 
 ``tools/train.py`` runs every config with them: ``OptimWrapper`` becomes
 ``SkipNonFiniteOptimWrapper`` and ``AmpOptimWrapper`` ``AnyDeviceAmpOptimWrapper``
-(:func:`greenmim_mm.engine.launch.use_safe_optim_wrapper`); ``--amp`` picks the dtype
+(:func:`greenmim_cli.launch.use_safe_optim_wrapper`); ``--amp`` picks the dtype
 (:func:`default_amp_dtype`), ``--amp-dtype`` sets it.
 """
 import logging
@@ -33,11 +33,9 @@ from mmengine.logging import MessageHub, print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 
+from ..errors import NonFiniteLossError, UsageError
+
 AMP_DTYPES = ('float16', 'bfloat16')
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss was NaN or infinite for too many training steps in a row."""
 
 
 def default_amp_dtype() -> str:
@@ -187,7 +185,6 @@ def use_safe_optim_wrapper(cfg, amp: bool = False, amp_dtype: Optional[str] = No
     Raises:
         UsageError: ``--amp`` with an optim wrapper of another kind.
     """
-    from .errors import UsageError
     wrapper = cfg.get('optim_wrapper')
     if not isinstance(wrapper, dict):
         return

@@ -24,7 +24,7 @@ in every config of this project) changes three things and keeps everything else:
   ``strict=False``, so another model's checkpoint only warns and trains (or tests) from
   random weights. The hook checks the loaded state dict against the model with the
   strict initializer's :func:`~greenmim_mm.engine.pretrained_init.load_and_check` and
-  raises :class:`~greenmim_mm.engine.pretrained_init.CheckpointMismatchError` with its
+  raises :class:`~greenmim_mm.errors.CheckpointMismatchError` with its
   report (:mod:`greenmim_mm.engine.load_report`).
 
 Non-local storage (``backend_args`` for Petrel, HTTP, ...) keeps mmengine's behaviour.
@@ -42,7 +42,9 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from .load_report import mismatch_message
-from .pretrained_init import CheckpointMismatchError, _strip_prefix, load_and_check
+from ..errors import CheckpointMismatchError
+from ..fileio import commit
+from .pretrained_init import _strip_prefix, load_and_check
 
 TMP_SUFFIX = '.tmp'
 LAST_CHECKPOINT = 'last_checkpoint'
@@ -71,27 +73,6 @@ def checkpoint_problem(path: str) -> Optional[str]:
     if head.startswith(_LEGACY_TORCH_MAGIC):
         return None
     return f'not a PyTorch checkpoint (it starts with {head!r})'
-
-
-def _fsync(path: str) -> None:
-    flags = os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0) if osp.isdir(path) else os.O_RDONLY
-    try:
-        fd = os.open(path, flags)
-    except OSError:  # e.g. folders cannot be opened on some systems
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def commit(tmp_path: str, path: str) -> None:
-    """Make the complete file ``tmp_path`` durable and rename it to ``path`` (atomic)."""
-    _fsync(tmp_path)
-    os.replace(tmp_path, path)
-    _fsync(osp.dirname(osp.abspath(path)))
 
 
 def put_atomically(data: bytes, path: str, backend: Optional[LocalBackend] = None) -> None:

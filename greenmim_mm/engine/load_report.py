@@ -2,7 +2,7 @@
 
 Pure bookkeeping and formatting, no loading: :class:`LoadReport` is filled by
 :func:`greenmim_mm.engine.pretrained_init.load_and_check`, and :func:`mismatch_message`
-turns it into the text of a :class:`~greenmim_mm.engine.pretrained_init.CheckpointMismatchError`:
+turns it into the text of a :class:`~greenmim_mm.errors.CheckpointMismatchError`:
 every unexpected key, missing key and shape mismatch (keys grouped by block), and the
 architecture the checkpoint looks like next to the configured one.
 """

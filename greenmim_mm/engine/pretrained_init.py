@@ -36,6 +36,7 @@ from mmengine.registry import WEIGHT_INITIALIZERS
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
 
+from ..errors import CheckpointMismatchError
 from .load_report import LoadReport, mismatch_message
 
 DEFAULT_ALLOWED_MISSING: Tuple[str, ...] = (
@@ -43,10 +44,6 @@ DEFAULT_ALLOWED_MISSING: Tuple[str, ...] = (
     r'^norm\d+\.(weight|bias)$',  # Swin output norm of a stage pretraining did not output
     r'^norm_after_stage\d+\.(weight|bias)$',  # the same for Twins-SVT
 )
-
-
-class CheckpointMismatchError(RuntimeError):
-    """A pretrained checkpoint whose keys or shapes do not fit the configured module."""
 
 
 def load_and_check(module: nn.Module, state_dict: Dict[str, torch.Tensor]) -> LoadReport:

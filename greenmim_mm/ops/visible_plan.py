@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .grouping import group_capacity
 from .masking import check_unit_mask, unit_grid, visible_token_coords, visible_unit_ids
-from .sparse_conv import block_rows, neighbour_rows
+from .sparse_conv_index import block_rows, neighbour_rows
 from .window_plan import WindowGroupPlan, max_window_count, plan_window_groups
 
 SLACK = 0.02
@@ -118,10 +118,10 @@ class StagePlan(_Tensors):
         token_index: ``(B, N)`` flat index ``row * W + col`` of the visible tokens in
             the dense map (``gather_tokens``).
         embed_rows: ``(B*N*s*s,)`` rows of the previous stage's tokens, block by block
-            (:func:`~greenmim_mm.ops.sparse_conv.block_rows`, ``embed_block``).
+            (:func:`~greenmim_mm.ops.sparse_conv_index.block_rows`, ``embed_block``).
         sr_rows: the same for the ``sr_ratio`` sub-sampling of this stage's tokens.
         peg_rows: ``(B*N, k*k)`` neighbour rows of the submanifold conv
-            (:func:`~greenmim_mm.ops.sparse_conv.neighbour_rows`).
+            (:func:`~greenmim_mm.ops.sparse_conv_index.neighbour_rows`).
         coords: ``(B, N, 2)`` token coordinates (``keep_coords``).
     """
     attention: Dict[WindowKey, WindowGroupPlan]

@@ -1,5 +1,5 @@
 """``--cfg-options`` as mmengine's, but safe: the new keys mmengine would use are allowed
-(issue 9: ``compile``, ``optim_wrapper.dtype``, ``default_hooks.checkpoint.
+(e.g. ``compile``, ``optim_wrapper.dtype``, ``default_hooks.checkpoint.
 max_keep_ckpts``, ``model.backbone.pad_small_map``), typos and keys nothing reads are
 errors with the suggestion. (More bad keys: ``tests/tools/test_bad_input.py``.)"""
 import inspect
@@ -8,9 +8,9 @@ import os.path as osp
 import pytest
 import torch
 
-from greenmim_mm.engine.cfg_options import accepted_arguments, check_option
-from greenmim_mm.engine.errors import UsageError
-from greenmim_mm.engine.launch import load_config
+from greenmim_cli.cfg_options import accepted_arguments, check_option
+from greenmim_mm.errors import UsageError
+from greenmim_cli.launch import load_config
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SWIN_B = osp.join(REPO_ROOT,

@@ -13,9 +13,9 @@ import pytest
 from helpers import run_log
 from readme_commands import REPO, check_command
 
-from greenmim_mm.engine.console import (FILE_ONLY, PYTHON_WARNINGS, THIRD_PARTY_NOISE,
+from greenmim_cli.console import (FILE_ONLY, PYTHON_WARNINGS, THIRD_PARTY_NOISE,
                                         ConsoleFilter, quiet_third_party_warnings)
-from greenmim_mm.engine.launch import prepare_train, train
+from greenmim_cli.launch import prepare_train, train
 
 TINY = osp.join(REPO, 'tests', 'tools', 'configs', 'tiny_greenmim.py')
 FILE_ONLY_MARKERS = ('System environment:', 'Config:', 'Hooks will be executed',
@@ -138,7 +138,7 @@ def test_schedule_row_says_amp_from_the_built_wrapper(kind, dtype, shown):
     from mmengine.config import Config
     from mmengine.registry import OPTIM_WRAPPERS
 
-    from greenmim_mm.engine.run_report import schedule_row
+    from greenmim_cli.run_report import schedule_row
 
     class IterBasedTrainLoop:  # the name is what schedule_row reads
         pass

@@ -13,7 +13,7 @@ from PIL import Image
 
 from greenmim_mm.datasets import DEMO_PHOTOS, load_rgb_image
 from greenmim_mm.datasets.demo import skimage_data_dir
-from greenmim_mm.engine.launch import prepare_train, train
+from greenmim_cli.launch import prepare_train, train
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FOLDER_CFG = osp.join(REPO_ROOT,

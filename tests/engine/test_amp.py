@@ -10,9 +10,10 @@ import torch
 from mmengine.logging import MessageHub
 from mmengine.registry import OPTIM_WRAPPERS
 
-from greenmim_mm.engine.amp import NonFiniteLossError
-from greenmim_mm.engine.errors import EXIT_DIVERGED, explain
-from greenmim_mm.engine.launch import prepare_train, train
+from greenmim_mm.errors import NonFiniteLossError
+from greenmim_cli.exits import explain
+from greenmim_mm.errors import EXIT_DIVERGED
+from greenmim_cli.launch import prepare_train, train
 
 TOOLS_CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
                          'configs')

@@ -1,5 +1,5 @@
 """Crash-safe checkpoints (``SafeCheckpointHook``): a training process killed at each of
-the four moments of issue 9 -- mid-iteration, while writing ``iter_N.pth``, while
+four moments -- mid-iteration, while writing ``iter_N.pth``, while
 rewriting ``last_checkpoint``, mid-save with ``max_keep_ckpts=1`` -- leaves a work dir
 from which ``--resume`` finishes the run, with the weights of an uninterrupted run and
 no corrupt file.
@@ -23,7 +23,7 @@ import torch
 
 from greenmim_mm.engine.checkpoint import (checkpoint_problem,
                                            find_resumable_checkpoint)
-from greenmim_mm.engine.launch import prepare_train, train
+from greenmim_cli.launch import prepare_train, train
 
 CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools', 'configs',
                   'tiny_cls.py')

@@ -8,8 +8,8 @@ from helpers import gather_at, layout_coords, random_masks, scatter_at
 from torch import Tensor
 
 from greenmim_mm.ops import _spconv_backend, sparse_conv
-from greenmim_mm.ops.sparse_conv import (block_conv2d, block_index, neighbour_index,
-                                         submanifold_conv2d, token_index_map)
+from greenmim_mm.ops.sparse_conv import block_conv2d, submanifold_conv2d
+from greenmim_mm.ops.sparse_conv_index import block_index, neighbour_index, token_index_map
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 

@@ -305,7 +305,7 @@ def test_debug_shows_the_traceback_of_an_input_error(bad_files, tmp_path, monkey
 
 def test_a_bug_keeps_its_traceback(monkeypatch, capfd):
     """Not an input error: the exception propagates (Python prints it, exit code 1)."""
-    from greenmim_mm.engine import launch
+    from greenmim_cli import launch
     monkeypatch.setenv('LOCAL_RANK', '0')
     monkeypatch.setattr(launch, 'check_schedule', lambda cfg: 1 / 0)
     with pytest.raises(ZeroDivisionError):

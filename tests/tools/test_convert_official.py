@@ -26,8 +26,9 @@ from official_models import (SWIN_B, SWIN_L_W14, PublishedSwin, mae_pos_embed,
                              published_swin_state_dict)
 from official_swin_reference import published_swin
 
-from greenmim_mm.engine.errors import UsageError, run_tool
-from greenmim_mm.engine.launch import prepare_train, train
+from greenmim_cli.exits import run_tool
+from greenmim_mm.errors import UsageError
+from greenmim_cli.launch import prepare_train, train
 from greenmim_mm.models.official import (OfficialCheckpointError,
                                          convert_official, convert_official_checkpoint,
                                          convert_official_state_dict,
@@ -428,7 +429,7 @@ def test_tool_prints_the_family_and_the_layout_it_applied(official, tmp_path, ca
 
 def test_tool_error_is_one_line_with_exit_code_2(official, tmp_path, capsys):
     """A checkpoint that converts to nothing: ``error: SRC: <what differs>`` (the
-    project's tool convention, :mod:`greenmim_mm.engine.errors`), nothing written.
+    project's tool convention, :mod:`greenmim_cli.exits`), nothing written.
     (``tests/tools/test_bad_input.py`` runs the script's missing and non-checkpoint
     files.)"""
     src = save_published(tmp_path / 'bad.pth', dict(official, extra=torch.ones(1)))

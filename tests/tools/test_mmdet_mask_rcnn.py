@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from greenmim_mm.datasets.demo_coco import make_demo_coco
+from greenmim_lab.data.demo_coco import make_demo_coco
 
 CONFIG = 'tests/tools/configs/tiny_mask_rcnn.py'
 

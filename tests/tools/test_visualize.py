@@ -16,10 +16,10 @@ from PIL import Image
 
 import greenmim_mm  # noqa: F401  (registers the model and the hook)
 from greenmim_mm.datasets.demo import skimage_data_dir
-from greenmim_mm.engine.launch import UsageError
+from greenmim_cli.reconstruct import draw_reconstruction
+from greenmim_mm.errors import UsageError
 from greenmim_mm.visualization import (COLUMNS, GAP, HEADER, MASK_GREY,
-                                       draw_reconstruction, reconstruction_panel,
-                                       reconstruction_panels)
+                                       reconstruction_panel, reconstruction_panels)
 
 REPO = osp.join(osp.dirname(__file__), '..', '..')
 DEMO_CONFIG = osp.abspath(osp.join(REPO, 'configs', 'pretrain',

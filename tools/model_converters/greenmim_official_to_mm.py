@@ -16,14 +16,14 @@ writing it. Everything is documented in :mod:`greenmim_mm.models.official`.
 
 A source that is not a published GreenMIM checkpoint (neither family, unknown or
 missing keys, a decoder that does not fit, not a checkpoint file) stops the conversion
-with one line saying what differs (exit code 2, :mod:`greenmim_mm.engine.errors`); DST
+with one line saying what differs (exit code 2, :mod:`greenmim_cli.exits`); DST
 is written to a temporary file and renamed, so it is never left half-written.
 """
 import argparse
 from typing import List, Optional
 
-from greenmim_mm.engine.config_checks import require_checkpoint
-from greenmim_mm.engine.errors import ArgumentParser, add_debug_flag, run_tool
+from greenmim_cli.config_checks import require_checkpoint
+from greenmim_cli.exits import ArgumentParser, add_debug_flag, run_tool
 from greenmim_mm.models.official import (DEFAULT_MERGE_LAYOUT, FAMILIES,
                                          MERGE_LAYOUT_ALIASES, MERGE_LAYOUT_ORIGINS,
                                          MERGE_LAYOUTS, convert_official_checkpoint)

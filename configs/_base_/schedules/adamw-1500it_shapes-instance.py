@@ -7,7 +7,6 @@ _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
 
 img_size = 128  # tools/make_demo_coco.py --size
 data_root = '{{$GREENMIM_DEMO_COCO:data/demo_coco}}/'

@@ -2,7 +2,6 @@
 # short run on a small batch, 400 iterations, reconstruction pictures every 100, also
 # written to TensorBoard; gloo, so that `dist_train.sh CONFIG 2` runs without GPUs.
 _base_ = ['mmpretrain::_base_/default_runtime.py']
-custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
 
 max_iters = 400
 optim_wrapper = dict(

@@ -3,7 +3,6 @@
 # cosine to 0), for a total batch of 2048 images; checkpoints every epoch, resumed after
 # a preemption.
 _base_ = ['mmpretrain::_base_/default_runtime.py']
-custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
 
 # Batch: the paper trains with 2048 images per step (the OpenMMLab port of GreenMIM
 # ran 16 GPUs x 128); the lr below is for that total. On another setup run with

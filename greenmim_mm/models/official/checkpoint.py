@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
-from ...engine.checkpoint import commit
+from ...fileio import commit
 from .common import OfficialCheckpointError, list_keys, plural
 from .convert import Conversion, convert_official
 

@@ -26,7 +26,7 @@ from typing import Dict, Iterable, List, Mapping, Optional
 import torch
 from torch import Tensor
 
-from ...engine.errors import UsageError
+from ...errors import OfficialCheckpointError
 from ..necks.greenmim_decoder import unit_position_embedding
 
 LINEAR = ('weight', 'bias')
@@ -42,11 +42,6 @@ _DECODER_TOP = {'decoder_norm': 'neck.ln1', 'decoder_pred': 'neck.decoder_pred'}
 _DECODER_BLOCK_KEY = re.compile(r'^decoder_blocks\.(\d+)\.')
 _BLOCK_LISTS = ('stages', 'blocks', 'decoder_blocks', 'patch_embeds', 'pos_block',
                 'position_encodings')
-
-
-class OfficialCheckpointError(UsageError):
-    """A source the converter cannot read as a published GreenMIM pretraining
-    checkpoint, or a destination it cannot write; the message is one line."""
 
 
 @dataclass

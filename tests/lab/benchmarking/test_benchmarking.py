@@ -1,4 +1,4 @@
-"""greenmim_mm.benchmarking: the runner on tiny configs, the sections, the memory probe,
+"""greenmim_lab.benchmarking: the runner on tiny configs, the sections, the memory probe,
 the largest-batch search, bad input, and the GPU check's path on the CPU."""
 import inspect
 import math
@@ -11,15 +11,15 @@ import textwrap
 import pytest
 import torch
 
-from greenmim_mm.benchmarking import cli, memory
-from greenmim_mm.benchmarking.comparisons import comparison
-from greenmim_mm.benchmarking.grouping_attention import attention_table, grouping_table
-from greenmim_mm.benchmarking.measure import busy_seconds, markdown_table
-from greenmim_mm.benchmarking.runner import run_steps, steps_table
-from greenmim_mm.benchmarking.sparse_conv import TWINS_L_CONVS, sparse_conv_table
-from greenmim_mm.benchmarking.steps import StepOptions
+from greenmim_lab.benchmarking import cli, memory
+from greenmim_lab.benchmarking.comparisons import comparison
+from greenmim_lab.benchmarking.grouping_attention import attention_table, grouping_table
+from greenmim_lab.benchmarking.measure import busy_seconds, markdown_table
+from greenmim_lab.benchmarking.runner import run_steps, steps_table
+from greenmim_lab.benchmarking.sparse_conv import TWINS_L_CONVS, sparse_conv_table
+from greenmim_lab.benchmarking.steps import StepOptions
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from greenmim_lab import REPO_ROOT
 CPU = StepOptions(threads=1)
 
 
@@ -46,7 +46,7 @@ def test_batches_come_from_each_pipeline_and_collate_fn(monkeypatch):
     from mmengine.dataset import default_collate
     from mmengine.registry import FUNCTIONS
 
-    from greenmim_mm.benchmarking.steps import make_batches
+    from greenmim_lab.benchmarking.steps import make_batches
 
     calls = []
 
@@ -177,7 +177,7 @@ def test_gpu_check_without_wheels_says_what_to_do(tmp_path):
 
 
 def test_gpu_check_lists_the_cells_it_has_no_budget_for(tmp_path):
-    from greenmim_mm.benchmarking import gpu_check
+    from greenmim_lab.benchmarking import gpu_check
 
     out = tmp_path / 'check.md'
     rows = gpu_check.main(['--smoke', '--device', 'cpu', '--skip-tests', '--budget-s',
@@ -192,7 +192,7 @@ def test_gpu_check_failed_cell_names_the_reason_and_keeps_the_traceback(tmp_path
                                                                          monkeypatch):
     """A failed cell's row gives the error's first line (dynamo's last line is a
     boilerplate hint), its traceback goes to <out>_errors.log, the exit status is 1."""
-    from greenmim_mm.benchmarking import cli, gpu_check
+    from greenmim_lab.benchmarking import cli, gpu_check
 
     def broken_run(args):
         raise RuntimeError('Dynamo does not know how to trace X\n\n'

@@ -8,7 +8,7 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 import greenmim_mm  # noqa: F401  (registers the models)
-from greenmim_mm.benchmarking.comparisons import GREENMIM_CONFIGS, load_config
+from greenmim_lab.benchmarking.comparisons import GREENMIM_CONFIGS, load_config
 from greenmim_mm.ops.masking import random_unit_masks
 
 

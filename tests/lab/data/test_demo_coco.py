@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from greenmim_mm.datasets.demo_coco import CLASSES, make_demo_coco, polygon_area
+from greenmim_lab.data.demo_coco import CLASSES, make_demo_coco, polygon_area
 
 
 def _load(path: str) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from greenmim_mm.datasets.scenes import (SHAPE_KINDS, draw_scene,
+from greenmim_lab.data.scenes import (SHAPE_KINDS, draw_scene,
                                          make_scene_sets, scene_layout,
                                          shape_polygon, write_fewshot_split)
 

@@ -3,7 +3,7 @@ holds exactly the checkpoint's backbone weights (or refuses a checkpoint it cann
 import pytest
 import torch
 
-from greenmim_mm.experiments.feature_probe import (build_encoder, knn_top1,
+from greenmim_lab.experiments.feature_probe import (build_encoder, knn_top1,
                                                    linear_top1, probe_table,
                                                    ProbeResult, stage_features)
 

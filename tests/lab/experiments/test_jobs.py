@@ -1,7 +1,7 @@
 """run_jobs: a failed job stops the run with the end of its log."""
 import pytest
 
-from greenmim_mm.experiments.jobs import RunnerJob, run_jobs
+from greenmim_lab.experiments.jobs import RunnerJob, run_jobs
 
 
 def test_a_failed_job_raises_with_its_log(tmp_path):

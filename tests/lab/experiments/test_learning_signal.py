@@ -8,15 +8,15 @@ import re
 
 import pytest
 
-from greenmim_mm.experiments.learning_signal_configs import (DEMO_CONFIG,
+from greenmim_lab.experiments.learning_signal_configs import (DEMO_CONFIG,
                                                              finetune_config,
                                                              load_demo_config,
                                                              pretrain_config)
-from greenmim_mm.experiments.learning_signal_report import (mean_std, results_table,
+from greenmim_lab.experiments.learning_signal_report import (mean_std, results_table,
                                                             summary_line)
 
 TOOL = 'tools/learning_signal.py'
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from greenmim_lab import REPO_ROOT
 ARM = r'{}=(?P<{}>[01]\.\d{{3}})\+-(?P<{}_std>\d\.\d{{3}})'
 LINE = re.compile(r'^learning signal \(top-1, (?P<seeds>\d+) seeds?\): '
                   + ' '.join(ARM.format(arm, arm, arm)
@@ -165,8 +165,8 @@ def test_full_experiment(run_tool, tmp_path):
 
 
 def test_reuse_only_a_finished_run_of_the_same_config(tmp_path):
-    from greenmim_mm.experiments.jobs import RunnerJob
-    from greenmim_mm.experiments.learning_signal import _finished_with
+    from greenmim_lab.experiments.jobs import RunnerJob
+    from greenmim_lab.experiments.learning_signal import _finished_with
 
     job = RunnerJob('pretrain_greenmim', str(tmp_path / 'cfg.py'), str(tmp_path))
     assert not _finished_with(job, 'a = 1\n')  # nothing ran

@@ -60,7 +60,7 @@ def block_conv(conv: nn.Conv2d, x: Tensor, rows: Tensor, backend: str = 'gather'
                hw: Optional[Tuple[int, int]] = None) -> Tensor:
     """A kernel = stride conv on visible tokens, ``(B, N, C) -> (B, N / k^2, C')``.
 
-    The gather path reads ``rows`` (:func:`~greenmim_mm.ops.sparse_conv.block_rows`);
+    The gather path reads ``rows`` (:func:`~greenmim_mm.ops.sparse_conv_index.block_rows`);
     ``backend='spconv'`` needs the tokens' ``coords`` on the ``hw`` map instead.
     """
     if backend == 'spconv':
@@ -71,7 +71,7 @@ def block_conv(conv: nn.Conv2d, x: Tensor, rows: Tensor, backend: str = 'gather'
 def visible_peg(peg: ConditionalPositionEncoding, x: Tensor, rows: Tensor) -> Tensor:
     """PEG on visible tokens: submanifold depthwise conv plus identity, ``(B, N, C)``.
 
-    ``rows``: the neighbour rows of :func:`~greenmim_mm.ops.sparse_conv.neighbour_rows`.
+    ``rows``: the neighbour rows of :func:`~greenmim_mm.ops.sparse_conv_index.neighbour_rows`.
     Always on the gather path: spconv has no grouped (depthwise) convolution.
     """
     conv = peg.proj
