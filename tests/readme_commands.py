@@ -137,6 +137,21 @@ def check_venv_program(words: List[str]) -> None:
         assert words[1] == '--logdir' and len(words) == 3, words
 
 
+# the installed commands (setup.py's entry points) and the scripts they equal
+INSTALLED_COMMANDS = {'greenmim-train': 'tools/train.py', 'greenmim-test': 'tools/test.py',
+                      'greenmim-visualize': 'tools/visualize_reconstruction.py'}
+
+
+def check_installed_command(words: List[str]) -> None:
+    """``greenmim-train greenmim_mm::pretrain/NAME.py ...``: a command of setup.py, its
+    arguments parse as its script's, an installed config name resolves to a config."""
+    from greenmim_cli.installed_configs import resolve_config
+    setup = open(osp.join(REPO, 'setup.py')).read()
+    assert f"'{words[0]} = greenmim_cli.commands:" in setup, f'setup.py has no {words[0]}'
+    namespace = parse_with_tool(INSTALLED_COMMANDS[words[0]], words[1:])
+    assert osp.isfile(resolve_config(namespace.config)), namespace.config
+
+
 def check_command(command: str) -> None:
     words = shlex.split(command)
     while words and re.match(r'^\w+=', words[0]):  # VAR=value prefixes
@@ -154,6 +169,8 @@ def check_command(command: str) -> None:
         check_venv_program(words)
     elif program == 'source':
         assert words[1] == VENV_BIN + 'activate', words
+    elif program in INSTALLED_COMMANDS:
+        check_installed_command(words)
     else:
         pytest.fail(f'README command `{command}` runs {program!r}: from a fresh shell '
                     f'use {VENV_BIN}python (bare python is not the project\'s), a make '
