@@ -6,7 +6,6 @@ _base_ = [
     'mmpretrain::_base_/models/swin_transformer/base_224.py',  # arch 'base', 224 px
     '../_base_/schedules/greenmim-finetune_adamw-coslr-100e_in1k.py',
 ]
-custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(
@@ -23,3 +22,6 @@ model = dict(
 train_dataloader = dict(batch_size=128)
 optim_wrapper = dict(optimizer=dict(lr=1.25e-3 * 1024 / 512))  # 2.5e-3
 auto_scale_lr = dict(base_batch_size=1024)
+
+# registers greenmim_mm's modules (models, transforms, hooks) in the OpenMMLab registries
+custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)

@@ -6,7 +6,6 @@ _base_ = [
     'mmpretrain::_base_/models/twins_svt_base.py',
     '../_base_/schedules/greenmim-finetune_adamw-coslr-100e_in1k.py',
 ]
-custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(
@@ -28,3 +27,6 @@ optim_wrapper = dict(
     optimizer=dict(lr=1.25e-3 * 1024 / 512),  # 2.5e-3
     # SVT has no get_layer_depth; this constructor supplies one
     constructor='SVTLayerDecayOptimWrapperConstructor')
+
+# registers greenmim_mm's modules (models, transforms, hooks) in the OpenMMLab registries
+custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)

@@ -11,4 +11,6 @@
 # iterations on 17 photographs are a demo of the pipeline, not a useful pretraining.
 _base_ = ['../_base_/models/mask-rcnn_swin-demo-w4_fpn.py',
           '../_base_/schedules/adamw-1500it_shapes-instance.py']
+
+# registers greenmim_mm's modules (models, transforms, hooks) in the OpenMMLab registries
 custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)

@@ -9,4 +9,6 @@ _base_ = [
     '../_base_/datasets/image-folder_bs256_greenmim.py',
     '../_base_/schedules/greenmim_bs2048_adamw-amp-coslr-800e_in1k.py',
 ]
+
+# registers greenmim_mm's modules (models, transforms, hooks) in the OpenMMLab registries
 custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)

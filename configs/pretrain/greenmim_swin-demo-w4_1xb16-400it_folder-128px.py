@@ -8,5 +8,7 @@ _base_ = [
     '../_base_/datasets/image-folder_bs16_greenmim-128px.py',
     '../_base_/schedules/greenmim_bs16_adamw-400it_demo.py',
 ]
-custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
 model = dict(backbone=dict(img_size=_base_.img_size))
+
+# registers greenmim_mm's modules (models, transforms, hooks) in the OpenMMLab registries
+custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)

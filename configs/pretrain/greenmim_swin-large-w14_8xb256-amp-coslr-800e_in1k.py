@@ -4,7 +4,6 @@ _base_ = [
     '../_base_/datasets/imagenet_bs256_greenmim.py',
     '../_base_/schedules/greenmim_bs2048_adamw-amp-coslr-800e_in1k.py',
 ]
-custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(
@@ -17,3 +16,6 @@ model = dict(
         # same stage_cfgs, so every relative-position table loads unchanged.
         stage_cfgs=[_base_.stage_norms] * 3 + [dict(_base_.stage_norms, window_size=7)]),
     neck=dict(embed_dim=192 * 2**3))  # Swin-L last stage: 1536
+
+# registers greenmim_mm's modules (models, transforms, hooks) in the OpenMMLab registries
+custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)

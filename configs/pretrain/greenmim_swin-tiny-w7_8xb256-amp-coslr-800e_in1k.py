@@ -4,8 +4,10 @@ _base_ = [
     '../_base_/datasets/imagenet_bs256_greenmim.py',
     '../_base_/schedules/greenmim_bs2048_adamw-amp-coslr-800e_in1k.py',
 ]
-custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(arch='tiny'),
     neck=dict(embed_dim=96 * 2**3))  # Swin-T last stage: 768
+
+# registers greenmim_mm's modules (models, transforms, hooks) in the OpenMMLab registries
+custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)

@@ -7,7 +7,6 @@ _base_ = [
     '../_base_/datasets/photos_bs16_greenmim-128px.py',
     '../_base_/schedules/greenmim_bs16_adamw-400it_demo.py',
 ]
-custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
 
 embed_dims = [32, 64, 128, 256]  # a tiny Twins-SVT: 2 layers (LSA + GSA) per stage
 model = dict(
@@ -24,3 +23,6 @@ model = dict(
             window_sizes=[4, 4, 4, 4])),  # 128 px: token maps 32, 16, 8, 4
     neck=dict(
         embed_dim=embed_dims[-1], decoder_embed_dim=128, decoder_num_heads=4))
+
+# registers greenmim_mm's modules (models, transforms, hooks) in the OpenMMLab registries
+custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
