@@ -20,6 +20,7 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 import greenmim_mm.ops.sparse_conv as sparse_conv
+import greenmim_mm.ops.sparse_conv_index as sparse_conv_index
 import greenmim_mm.ops.visible_plan as visible_plan
 import greenmim_mm.ops.window_plan as window_plan
 from greenmim_mm.datasets import greenmim_collate
@@ -168,7 +169,9 @@ def test_training_process_builds_no_plan(name, monkeypatch):
                                           'block_rows', 'neighbour_rows',
                                           'visible_token_coords', 'visible_unit_ids')),
                           (window_plan, ('plan_window_groups', '_pack')),
-                          (sparse_conv, ('neighbour_index', 'block_index'))):
+                          (sparse_conv_index, ('neighbour_index', 'block_index',
+                                               'token_index_map')),
+                          (sparse_conv, ('block_rows', 'neighbour_rows', 'token_index_map'))):
         for attr in names:
             monkeypatch.setattr(module, attr, forbidden)
     for batch in batches:
