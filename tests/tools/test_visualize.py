@@ -24,7 +24,12 @@ from greenmim_mm.visualization import (COLUMNS, GAP, HEADER, MASK_GREY,
 REPO = osp.join(osp.dirname(__file__), '..', '..')
 DEMO_CONFIG = osp.abspath(osp.join(REPO, 'configs', 'pretrain',
                                    'greenmim_swin-demo-w4_1xb16-400it_photos-128px.py'))
-PHOTO = osp.join(skimage_data_dir(), 'chelsea.png')
+
+
+def photo() -> str:
+    """scikit-image's chelsea.png (looked up when a test runs: collecting this module
+    must not need scikit-image, e.g. for the GPU check's ``-m cuda`` selection)."""
+    return osp.join(skimage_data_dir(), 'chelsea.png')
 
 pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
@@ -136,15 +141,15 @@ def reconstruction_panel_of(model, bgr: np.ndarray, sample) -> np.ndarray:
 def test_draw_reconstruction_writes_the_panel(tiny_run, tmp_path):
     config, checkpoint = tiny_run
     out = tmp_path / 'sub' / 'cat.png'
-    assert draw_reconstruction(config, checkpoint, PHOTO, out=str(out), seed=3) == out
+    assert draw_reconstruction(config, checkpoint, photo(), out=str(out), seed=3) == out
     picture = np.asarray(Image.open(out))
     assert picture.shape == (HEADER + 64, 5 * 64 + 4 * GAP, 3)
     # the same seed draws the same mask: the same picture
     again = tmp_path / 'again.png'
-    draw_reconstruction(config, checkpoint, PHOTO, out=str(again), seed=3)
+    draw_reconstruction(config, checkpoint, photo(), out=str(again), seed=3)
     assert (np.asarray(Image.open(again)) == picture).all()
     # mask ratio 0.5 keeps 2 of the 4 units: half of the masked picture is grey
-    draw_reconstruction(config, checkpoint, PHOTO, out=str(again), mask_ratio=0.5)
+    draw_reconstruction(config, checkpoint, photo(), out=str(again), mask_ratio=0.5)
     masked = np.asarray(Image.open(again))[HEADER:, 64 + GAP:2 * 64 + GAP]
     assert (masked == MASK_GREY).all(-1).mean() == pytest.approx(0.5, abs=0.05)
 
@@ -176,20 +181,20 @@ def test_missing_files(tiny_run, tmp_path):
                        r"image file or the name of a demo photograph: astronaut, "):
         draw_reconstruction(config, checkpoint, str(tmp_path / 'nope.png'))
     with pytest.raises(UsageError, match=r"checkpoint file not found: .*none.pth"):
-        draw_reconstruction(config, str(tmp_path / 'none.pth'), PHOTO)
+        draw_reconstruction(config, str(tmp_path / 'none.pth'), photo())
 
 
 def test_bad_mask_ratio(tiny_run):
     config, checkpoint = tiny_run
     with pytest.raises(UsageError, match=r'mask_ratio must lie in the open interval'):
-        draw_reconstruction(config, checkpoint, PHOTO, mask_ratio=1.2)
+        draw_reconstruction(config, checkpoint, photo(), mask_ratio=1.2)
 
 
 def test_size_not_multiple_of_unit(tiny_run):
     config, checkpoint = tiny_run
     with pytest.raises(UsageError, match='--size 80 is not a multiple of the mask unit '
                        '32 px: use e.g. --size 64 or --size 96'):
-        draw_reconstruction(config, checkpoint, PHOTO, size=80)
+        draw_reconstruction(config, checkpoint, photo(), size=80)
 
 
 def test_hook_logs_pictures_while_training(tiny_run, tmp_path):
