@@ -33,8 +33,10 @@ def use_safe_components(cfg: Config, amp: bool = False,
     """mmengine's checkpoint hook and optim wrappers as their safe subclasses here
     (same arguments): crash-safe checkpoints, non-finite steps skipped, AMP on any
     device (``amp``/``amp_dtype``: ``--amp``/``--amp-dtype``)."""
+    from .hooks.run_length_hook import use_run_length_hook
     use_safe_checkpoint_hook(cfg)
     use_safe_optim_wrapper(cfg, amp, amp_dtype)
+    use_run_length_hook(cfg)  # a resume with another length follows the new schedule
 
 
 def load_config(path: str, cfg_options: Optional[Dict[str, Any]] = None,
