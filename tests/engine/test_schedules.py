@@ -59,7 +59,7 @@ def learning_rates(cfg: Config, tmp_path, iters_per_epoch: int = 1,
             type='CheckpointHook', by_epoch=by_epoch, interval=1000)),
         custom_hooks=[dict(type='RunLengthHook')], resume=resume is not None,
         load_from=resume, log_level='WARNING',
-        experiment_name=f'schedule_{osp.basename(tmp_path)}')
+        experiment_name=f'schedule_{tmp_path}')
     runner.train()
     return runner.message_hub.get_scalar('train/lr').data[0].tolist()
 
