@@ -1,3 +1,3 @@
 from . import console  # noqa: F401  (first: its warning filters precede mmengine)
-from . import (amp, checkpoint, compat, hooks, layer_decay,  # noqa: F401,E402
+from . import (accumulation, amp, checkpoint, compat, hooks, layer_decay,  # noqa: F401,E402
                pretrained_init, schedules)  # (registration side effects)

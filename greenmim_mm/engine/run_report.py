@@ -27,6 +27,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 from torch import nn
 
+from .accumulation import AccumulatingRunner
 from .console import FULL, QUIET, quiet_console
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -35,8 +36,8 @@ DEMO_IMAGE = 'chelsea'  # the photograph a pretraining run's next command draws
 Rows = List[Tuple[str, str]]
 
 
-class QuietRunner(Runner):
-    """mmengine's ``Runner`` whose logger has a quiet terminal from the start, before
+class QuietRunner(AccumulatingRunner):
+    """mmengine's ``Runner`` (counting gradient accumulation in ``--auto-scale-lr``) whose logger has a quiet terminal from the start, before
     the environment report and the config dump are logged."""
 
     def build_logger(self, *args, **kwargs):
@@ -54,7 +55,7 @@ def build_runner(cfg) -> Runner:
         if quiet:  # from now on: what was logged while building it was not filtered
             quiet_console(runner.logger)
     else:
-        runner = (QuietRunner if quiet else Runner).from_cfg(cfg)
+        runner = (QuietRunner if quiet else AccumulatingRunner).from_cfg(cfg)
     runner.register_hook(RunReportHook(), priority='VERY_LOW')
     return runner
 
