@@ -26,12 +26,12 @@ from mmcv.transforms import Compose
 from mmengine.config import Config
 from mmengine.dataset import default_collate
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
 from mmpretrain.registry import MODELS, TRANSFORMS
 from PIL import Image
 from torch import Tensor, nn
 
 from .datasets.demo import DEMO_PHOTOS, load_rgb_image, skimage_data_dir
+from .engine.checkpoint import load_fitting_checkpoint
 from .engine.launch import UsageError
 
 # (title, what it shows) of each picture of a row, in order
@@ -270,6 +270,7 @@ def draw_reconstruction(config: str, checkpoint: str, image: str,
     Raises:
         UsageError: a missing or unreadable file, or a size or mask ratio that does
             not fit (the message says which and how to fix it).
+        CheckpointMismatchError: a checkpoint of another model.
     """
     try:
         cfg, batch = _prepare(config, checkpoint, image, mask_ratio, seed, size)
@@ -277,7 +278,7 @@ def draw_reconstruction(config: str, checkpoint: str, image: str,
         raise UsageError(str(error)) from error
 
     model = MODELS.build(cfg.model)
-    load_checkpoint(model, checkpoint, map_location='cpu', strict=True, logger='silent')
+    load_fitting_checkpoint(model, checkpoint)  # a broken or other model's: one line
     model.to(device)
     torch.manual_seed(seed)
     panel = reconstruction_panels(model, batch)

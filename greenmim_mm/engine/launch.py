@@ -20,8 +20,8 @@ from mmengine.config import Config
 from .amp import AMP_DTYPES, use_safe_optim_wrapper
 from .cfg_options import merge_cfg_options
 from .checkpoint import use_safe_checkpoint_hook
-from .config_checks import (check_data_roots, check_schedule, require_checkpoint,
-                            set_data_root)
+from .config_checks import (check_data_roots, check_geometry, check_schedule,
+                            require_checkpoint, set_data_root)
 from .errors import ArgumentParser, KeyValueAction, UsageError, add_debug_flag
 
 __all__ = ['UsageError', 'evaluate', 'load_config', 'prepare_test', 'prepare_train',
@@ -167,6 +167,7 @@ def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.resume, cfg.load_from = True, args.resume
     require_checkpoint(cfg.get('load_from'), 'load_from checkpoint')
     check_schedule(cfg)
+    check_geometry(cfg)
     check_data_roots(cfg, ['train_dataloader'] + ([] if args.no_validate or
                                                   not cfg.get('val_cfg') else
                                                   ['val_dataloader']))
