@@ -107,11 +107,13 @@ class RunLengthHook(Hook):
             unit = next('epochs' if s.fraction_of_run['by_epoch'] else 'iterations'
                         for s in schedulers if hasattr(s, 'fraction_of_run'))
             lr = optimizer_lr(schedulers[0].optimizer)
+            key = 'train_cfg.max_epochs' if unit == 'epochs' else 'train_cfg.max_iters'
+            keep = f'{key}={old}' if isinstance(old, int) else 'the old length'
             runner.logger.warning(
                 f'resumed a run of {old} {unit} as a run of {new}: the learning-rate '
                 f'schedule is rebuilt for {new} {unit} from iteration {runner.iter + 1} '
-                f'(lr now {lr:.4g}); resume with the old length to keep the old schedule, '
-                'or start a new schedule from these weights with load_from')
+                f'(lr now {lr:.4g}); to keep the old schedule resume with {keep}, to '
+                'start a new one from these weights use load_from')
 
 
 def optimizer_lr(optimizer) -> float:
