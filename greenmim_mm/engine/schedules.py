@@ -87,8 +87,8 @@ def plain(value):
     if isinstance(value, dict):
         return {key: plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(plain(item) for item in value) if type(value) in (
-            list, tuple) else list(plain(item) for item in value)
+        items = [plain(item) for item in value]
+        return tuple(items) if isinstance(value, tuple) else items
     return value
 
 

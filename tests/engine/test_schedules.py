@@ -229,3 +229,10 @@ def test_steps_of_fractions():
         steps_of_fractions(10, 0.5, 0.5)
     with pytest.raises(ValueError, match="leave `end` out of its config"):
         steps_of_fractions(None, 0.0, 1.0)
+
+
+def test_the_tools_run_every_config_with_the_run_length_hook(tmp_path):
+    from greenmim_mm.engine.launch import prepare_train
+    cfg = prepare_train([DEMO, '--work-dir', str(tmp_path)])
+    assert [h['type'] for h in cfg.custom_hooks].count('RunLengthHook') == 1
+    assert 'ReconstructionVisualizationHook' in [h['type'] for h in cfg.custom_hooks]

@@ -51,7 +51,7 @@ def saved_length(scheduler, runner) -> Optional[Tuple[object, int]]:
     if scheduler.run_length != length:
         return scheduler.run_length, length
     if (scheduler.begin, scheduler.end) != expected:  # saved without run_length
-        return 'another', length
+        return 'another number of', length
     return None
 
 
