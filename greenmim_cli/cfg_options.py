@@ -4,8 +4,11 @@ mmengine merges any key, so a typo (``model.backbone.dept=12``) is silently adde
 ignored, and a string where a number belongs (``optim_wrapper.optimizer.lr=abc``) fails
 much later inside the optimizer. Here every key is checked first, level by level:
 
-* an existing key may be set (to a value of a compatible type: a number stays a number,
-  a bool a bool);
+* an existing key may be set to what the component takes: the kinds its argument's
+  annotation names (``RandomResizedCrop``'s ``scale: Union[Sequence, int]`` takes a
+  number or a tuple, ``(128,96)``; an argument that defaults to None or is ``Optional``
+  takes None); where the annotation does not say (none, or a class such as a tensor),
+  a number stays a number and a bool a bool;
 * a **new** key is allowed where mmengine would use it: a top-level key that mmengine's
   ``Runner`` reads (``compile``, ``randomness``, ...), an argument of the class a dict
   builds (``type`` looked up in the registries of the config's scope, following
@@ -16,9 +19,12 @@ much later inside the optimizer. Here every key is checked first, level by level
 * a new key that is not accepted there, or that is a close match of a key that exists
   at the same level (a likely typo), is a :class:`UsageError` with the suggestion.
 """
+import collections.abc
 import difflib
 import inspect
-from typing import Any, Dict, Iterator, List, Optional
+import types
+import typing
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from mmengine.config import Config
 
@@ -177,6 +183,107 @@ def _where(path: List[str], node: dict) -> str:
     return '.'.join(path) + (f' ({name})' if name else '')
 
 
+def argument_annotation(objects: List[Any], name: str) -> Tuple[Any, Any]:
+    """``(annotation, default)`` of the argument ``name`` of the first of ``objects``
+    (registered classes or functions) that has it, following ``**kwargs`` up the MRO;
+    ``(_EMPTY, _EMPTY)`` when none does."""
+    for obj in objects:
+        functions = ([vars(cls)['__init__'] for cls in obj.__mro__
+                      if '__init__' in vars(cls)] if inspect.isclass(obj) else [obj])
+        for fn in functions:
+            try:
+                parameter = inspect.signature(fn).parameters.get(name)
+            except (TypeError, ValueError):
+                continue
+            if parameter is not None:
+                annotation = parameter.annotation
+                if isinstance(annotation, str):  # postponed: resolve or give up
+                    try:
+                        annotation = typing.get_type_hints(fn).get(name, _EMPTY)
+                    except Exception:  # noqa: B902  (any failure: not known)
+                        annotation = _EMPTY
+                return annotation, parameter.default
+    return _EMPTY, _EMPTY
+
+
+_SEQUENCES = (list, tuple, collections.abc.Sequence, collections.abc.Iterable)
+_KIND_NAMES = {'number': 'a number', 'bool': 'True or False', 'str': 'a text',
+               'sequence': 'a tuple or list', 'dict': 'a dict', 'none': 'None'}
+
+
+def annotation_kinds(annotation: Any) -> Optional[Set[str]]:
+    """The kinds of command-line values an annotation admits (``'number'``, ``'bool'``,
+    ``'str'``, ``'sequence'``, ``'dict'``, ``'none'``); None when it does not say
+    (no annotation, ``Any``, a class such as ``torch.Tensor``)."""
+    if annotation is _EMPTY or annotation is Any:
+        return None
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        kinds: Set[str] = set()
+        for member in typing.get_args(annotation):
+            member_kinds = annotation_kinds(member)
+            if member_kinds is None:
+                return None
+            kinds |= member_kinds
+        return kinds
+    simple = {type(None): 'none', None: 'none', bool: 'bool', int: 'number',
+              float: 'number', str: 'str', dict: 'dict'}
+    if annotation in simple:
+        return {simple[annotation]}
+    base = origin or annotation
+    if base in _SEQUENCES:
+        return {'sequence'}
+    if base in (dict, collections.abc.Mapping):
+        return {'dict'}
+    return None
+
+
+def value_kind(value: Any) -> str:
+    if value is None:
+        return 'none'
+    if isinstance(value, bool):
+        return 'bool'
+    if isinstance(value, (int, float)):
+        return 'number'
+    if isinstance(value, (list, tuple)):
+        return 'sequence'
+    return 'dict' if isinstance(value, dict) else 'str' if isinstance(value, str) else '?'
+
+
+def _items_fit(annotation: Any, value: Any) -> bool:
+    """The items of a tuple/list fit ``Sequence[int]``/``Tuple[float, float]``."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    for member in typing.get_args(annotation) if union else (annotation, ):
+        base = typing.get_origin(member) or member
+        if base not in _SEQUENCES:
+            continue
+        args = [a for a in typing.get_args(member) if a is not Ellipsis]
+        if args and all(annotation_kinds(a) == {'number'} for a in args):
+            return all(value_kind(item) == 'number' for item in value)
+        return True
+    return True
+
+
+def _check_accepted(key: str, component: str, annotation: Any, default: Any,
+                    new: Any) -> bool:
+    """Check ``new`` against the argument's annotation; False when it does not say."""
+    kinds = annotation_kinds(annotation)
+    if kinds is None:
+        return False
+    if default is None:
+        kinds = kinds | {'none'}
+    kind = value_kind(new)
+    if kind in kinds and (kind != 'sequence' or _items_fit(annotation, new)):
+        return True
+    shown = ' or '.join(_KIND_NAMES[k] for k in sorted(kinds))
+    if kind == 'sequence' and kind in kinds:  # of the wrong items
+        shown = 'a tuple or list of numbers'
+
+    text = inspect.formatannotation(annotation)
+    raise UsageError(f'--cfg-options {key}={new!r}: expects {shown} ({component} takes '
+                     f'{text}); write a value of that kind')
+
+
 def _check_type(key: str, old: Any, new: Any) -> None:
     """A number stays a number and a bool a bool (None always allowed)."""
     if old is _EMPTY or old is None or new is None:
@@ -243,15 +350,31 @@ def check_option(cfg: Config, key: str, value: Any) -> None:
                 'config file, used when the file was read, so setting it now changes '
                 'nothing; set the keys that use it instead, or write a config that '
                 'inherits this one')
-        node, path = node[part], path + [part]
-    _check_type(key, node, value)
+        parent, node, path = node, node[part], path + [part]
+    if not _check_component_type(cfg, key, path[:-1], parent, value):
+        _check_type(key, node, value)
+
+
+def _check_component_type(cfg: Config, key: str, path: List[str], parent: Any,
+                          value: Any) -> bool:
+    """Check ``value`` against what the component built from ``parent`` (the dict that
+    holds the key) accepts for it; False when that is not known."""
+    if not isinstance(parent, dict) or 'type' not in parent:
+        return False
+    objects = list(registered(parent['type'], cfg.get('default_scope')))
+    name = key.split('.')[-1]
+    annotation, default = argument_annotation(objects, name)
+    component = f"{getattr(objects[0], '__name__', parent['type'])}'s {name}" \
+        if objects else name
+    return _check_accepted(key, component, annotation, default, value)
 
 
 def _check_new_key(cfg: Config, key: str, path: List[str], node: dict, part: str,
                    value: Any) -> None:
     accepted = accepted_keys(cfg, path, node)
     if accepted is not None and part in accepted:
-        if path + [part] == key.split('.'):
+        if path + [part] == key.split('.') and not _check_component_type(
+                cfg, key, path, node, value):
             _check_type(key, accepted[part], value)
         return
     existing = [k for k in node.keys() if isinstance(k, str)]

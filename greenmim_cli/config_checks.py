@@ -1,8 +1,9 @@
 """Checks of a merged config that the tools run before mmengine's ``Runner`` exists, so a
 mistake is one line (:class:`UsageError`) and nothing is written: checkpoint files, the
-schedule's lengths, batch sizes, checkpoint intervals and data folders."""
+schedule's lengths, batch sizes, checkpoint intervals, data folders and the geometry of
+a GreenMIM pretraining run (crop, mask unit, windows)."""
 import os.path as osp
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
@@ -69,3 +70,66 @@ def set_data_root(cfg: Config, folder: str) -> None:
         raise UsageError('--data-root: the config has no train_dataloader.dataset; set the '
                          'data with --cfg-options')
     dataset['data_root'] = folder
+
+
+def _crop(cfg: Config) -> Optional[Tuple[str, Any, Tuple[int, int]]]:
+    """``(its --cfg-options key, its value, (height, width))`` of the training crop: the
+    last ``RandomResizedCrop`` of ``train_dataloader.dataset.pipeline`` (mmpretrain's
+    ``scale``: an int, or ``(h, w)``); None without one."""
+    dataset = (cfg.get('train_dataloader') or {}).get('dataset') or {}
+    pipeline = dataset.get('pipeline') if isinstance(dataset, dict) else None
+    found = None
+    for index, transform in enumerate(pipeline or []):
+        kind = str(transform.get('type', '')).split('.')[-1]
+        scale = transform.get('scale')
+        if kind == 'RandomResizedCrop' and scale is not None:
+            hw = (scale, scale) if isinstance(scale, int) else tuple(scale)[:2]
+            found = (f'train_dataloader.dataset.pipeline.{index}.scale', scale, hw)
+    return found
+
+
+def _mask_unit(cfg: Config) -> Optional[int]:
+    """``mask_unit`` of the pipeline's ``GreenMIMMaskGenerator`` (None: no GreenMIM run)."""
+    dataset = (cfg.get('train_dataloader') or {}).get('dataset') or {}
+    for transform in (dataset.get('pipeline') if isinstance(dataset, dict) else None) or []:
+        if str(transform.get('type', '')).split('.')[-1] == 'GreenMIMMaskGenerator':
+            return transform.get('mask_unit', 32)
+    return None
+
+
+def check_geometry(cfg: Config) -> None:
+    """A GreenMIM pretraining run's crop fits its mask unit, its head and every window
+    of its backbone (the backbone is built on the meta device to ask it): the mistakes
+    that otherwise end the first step with a traceback."""
+    unit, crop = _mask_unit(cfg), _crop(cfg)
+    if unit is None or crop is None:
+        return
+    key, value, (height, width) = crop
+    if not all(isinstance(side, int) and side > 0 for side in (height, width)):
+        raise UsageError(f'{key}={value!r}: a crop size is a positive int or (h, w) of '
+                         'ints; e.g. 224 or (224, 224)')
+    if height % unit or width % unit:
+        fix = (max(unit, round(height / unit) * unit), max(unit, round(width / unit) * unit))
+        shown = fix[0] if isinstance(value, int) else str(fix).replace(' ', '')
+        raise UsageError(f'{key}={value!r}: the crop {height}x{width} is not a multiple '
+                         f'of the {unit} px mask unit (the encoder\'s stride); set '
+                         f'{key}={shown}')
+    model = cfg.get('model') or {}
+    head = str((model.get('head') or {}).get('type', '')).split('.')[-1]
+    if head == 'MAEPretrainHead' and height != width:
+        raise UsageError(f'{key}={value!r}: mmpretrain\'s MAEPretrainHead patchifies '
+                         f'square images only, the crop is {height}x{width}; use a square '
+                         f'crop, e.g. {key}={max(height, width)}')
+    backbone = model.get('backbone')
+    if not isinstance(backbone, dict):
+        return
+    from greenmim_mm.datasets.collate import collate_geometry
+    try:
+        collate_geometry(dict(backbone), (height, width))
+    except (ValueError, NotImplementedError) as error:
+        window = backbone.get('window_size')
+        raise UsageError(f'{key}={value!r} does not fit model.backbone'
+                         f'{"" if window is None else f" (window_size={window})"}: '
+                         f'{error}') from error
+    except TypeError:  # not a visible-only backbone: the Runner says so
+        return

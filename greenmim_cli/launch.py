@@ -22,11 +22,12 @@ import greenmim_mm  # noqa: F401  (registers the modules, applies the stack fixe
 from greenmim_mm.datasets.collate import bind_collate_backbone
 from greenmim_mm.engine.amp import AMP_DTYPES, use_safe_optim_wrapper
 from greenmim_mm.engine.checkpoint import use_safe_checkpoint_hook
+from greenmim_mm.engine.hooks.run_length_hook import use_run_length_hook
 from greenmim_mm.errors import UsageError
 
 from .cfg_options import merge_cfg_options
-from .config_checks import (check_data_roots, check_schedule, require_checkpoint,
-                            set_data_root)
+from .config_checks import (check_data_roots, check_geometry, check_schedule,
+                            require_checkpoint, set_data_root)
 from .exits import ArgumentParser, KeyValueAction, add_debug_flag
 from .installed_configs import resolve_config
 
@@ -40,6 +41,7 @@ def use_safe_components(cfg: Config, amp: bool = False,
     device (``amp``/``amp_dtype``: ``--amp``/``--amp-dtype``)."""
     use_safe_checkpoint_hook(cfg)
     use_safe_optim_wrapper(cfg, amp, amp_dtype)
+    use_run_length_hook(cfg)  # a resume with another length follows the new schedule
 
 
 def load_config(path: str, cfg_options: Optional[Dict[str, Any]] = None,
@@ -130,8 +132,13 @@ def train_parser() -> argparse.ArgumentParser:
                         help='folder of the training data (train_dataloader.dataset.'
                         'data_root), e.g. your own images for the *_folder configs')
     parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the lr by the real batch size over the '
-                        "config's auto_scale_lr.base_batch_size")
+                        help='scale the lr by the batch of one update (GPUs x batch '
+                        "per GPU x --accumulate) over the config's "
+                        'auto_scale_lr.base_batch_size')
+    parser.add_argument('--accumulate', type=int, metavar='K',
+                        help='accumulate the gradients of K batches in one update '
+                        '(optim_wrapper.accumulative_counts): e.g. the paper\'s 2048 '
+                        'images on 2 GPUs x 256 with --accumulate 4')
     parser.add_argument('--no-validate', action='store_true',
                         help='do not evaluate checkpoints during training')
     _add_common_args(parser, 'model.backbone.arch=tiny')
@@ -144,6 +151,8 @@ def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
     cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
     if args.data_root is not None:
         set_data_root(cfg, args.data_root)
+    if args.accumulate is not None:
+        set_accumulation(cfg, args.accumulate)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise UsageError('--auto-scale-lr needs auto_scale_lr.base_batch_size in '
@@ -161,10 +170,22 @@ def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.resume, cfg.load_from = True, args.resume
     require_checkpoint(cfg.get('load_from'), 'load_from checkpoint')
     check_schedule(cfg)
+    check_geometry(cfg)
     check_data_roots(cfg, ['train_dataloader'] + ([] if args.no_validate or
                                                   not cfg.get('val_cfg') else
                                                   ['val_dataloader']))
     return cfg
+
+
+def set_accumulation(cfg: Config, counts: int) -> None:
+    """``--accumulate K``: ``optim_wrapper.accumulative_counts = K``."""
+    if counts < 1:
+        raise UsageError(f'--accumulate {counts}: an update needs at least one batch; '
+                         'give K >= 1 (1: no accumulation)')
+    if not isinstance(cfg.get('optim_wrapper'), dict):
+        raise UsageError('--accumulate needs an optim_wrapper in the config; add one or '
+                         'train without --accumulate')
+    cfg.optim_wrapper.accumulative_counts = counts
 
 
 def _parse(parser: argparse.ArgumentParser,

@@ -11,11 +11,11 @@ from mmcv.transforms import Compose
 from mmengine.config import Config
 from mmengine.dataset import default_collate
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
 from mmpretrain.registry import MODELS, TRANSFORMS
 from PIL import Image
 
 from greenmim_mm.datasets.demo import DEMO_PHOTOS, load_rgb_image, skimage_data_dir
+from greenmim_mm.engine.checkpoint import load_fitting_checkpoint
 from greenmim_mm.errors import UsageError
 from greenmim_mm.visualization import reconstruction_panels
 
@@ -119,7 +119,7 @@ def draw_reconstruction(config: str, checkpoint: str, image: str,
         raise UsageError(str(error)) from error
 
     model = MODELS.build(cfg.model)
-    load_checkpoint(model, checkpoint, map_location='cpu', strict=True, logger='silent')
+    load_fitting_checkpoint(model, checkpoint)  # a broken or other model's: one line
     model.to(device)
     torch.manual_seed(seed)
     panel = reconstruction_panels(model, batch)

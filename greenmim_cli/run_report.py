@@ -27,6 +27,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 from torch import nn
 
+from greenmim_mm.engine.accumulation import AccumulatingRunner
+
 from .console import FULL, QUIET, quiet_console
 
 BACKBONE_KEYS = ('arch', 'img_size', 'window_size')  # shown in the model summary
@@ -34,9 +36,10 @@ DEMO_IMAGE = 'chelsea'  # the photograph a pretraining run's next command draws
 Rows = List[Tuple[str, str]]
 
 
-class QuietRunner(Runner):
-    """mmengine's ``Runner`` whose logger has a quiet terminal from the start, before
-    the environment report and the config dump are logged."""
+class QuietRunner(AccumulatingRunner):
+    """mmengine's ``Runner`` (counting gradient accumulation in ``--auto-scale-lr``)
+    whose logger has a quiet terminal from the start, before the environment report and
+    the config dump are logged."""
 
     def build_logger(self, *args, **kwargs):
         logger = super().build_logger(*args, **kwargs)
@@ -53,7 +56,7 @@ def build_runner(cfg) -> Runner:
         if quiet:  # from now on: what was logged while building it was not filtered
             quiet_console(runner.logger)
     else:
-        runner = (QuietRunner if quiet else Runner).from_cfg(cfg)
+        runner = (QuietRunner if quiet else AccumulatingRunner).from_cfg(cfg)
     runner.register_hook(RunReportHook(), priority='VERY_LOW')
     return runner
 

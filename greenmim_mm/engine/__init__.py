@@ -1,2 +1,2 @@
-from . import (amp, checkpoint, compat, hooks, layer_decay,  # noqa: F401
-               pretrained_init, schedules)  # (registration side effects)
+from . import (accumulation, amp, checkpoint, compat, hooks,  # noqa: F401
+               layer_decay, pretrained_init, schedules)  # (registration side effects)

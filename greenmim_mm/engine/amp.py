@@ -8,8 +8,10 @@
   ``torch.autocast`` itself (mmengine's helper is not traceable by torch 2.11's dynamo).
 * Both it and :class:`SkipNonFiniteOptimWrapper` (mmengine's plain ``OptimWrapper``)
   check the loss before the backward pass: a NaN or infinite loss on any process
-  skips the step on every process (no backward, no update; when the skipped step closes
-  a gradient-accumulation window, that window's gradients are dropped) with a
+  skips the step on every process (no backward, no update; with gradient accumulation,
+  ``accumulative_counts=K``, the whole window of K micro-steps is dropped: the
+  gradients of its micro-steps before are zeroed, those after it skip their backward
+  too, and the window ends with no update) with a
   warning naming the iteration and the count so far; ``max_nonfinite_steps`` skipped
   steps in a row raise :class:`NonFiniteLossError`, which stops the run (exit code 3)
   with the weights of the last good step and every checkpoint written before intact.
@@ -55,6 +57,7 @@ class NonFiniteGuard:
         self.max_nonfinite_steps = max_nonfinite_steps
         self.skipped_steps = 0  # in this run
         self._skipped_in_a_row = 0
+        self._window_dropped = False  # a non-finite loss earlier in this window
 
     def update_params(self, loss: torch.Tensor, step_kwargs: Optional[Dict] = None,
                       zero_kwargs: Optional[Dict] = None) -> None:
@@ -64,8 +67,18 @@ class NonFiniteGuard:
         all_reduce(finite, op='min')
         if bool(finite):
             self._skipped_in_a_row = 0
-            return super().update_params(loss, step_kwargs, zero_kwargs)  # type: ignore
+            if not self._window_dropped:
+                return super().update_params(loss, step_kwargs, zero_kwargs)  # type: ignore
+            return self._drop_micro_step(zero_kwargs or {})  # the rest of a bad window
         self._skip(loss, zero_kwargs or {})
+
+    def _drop_micro_step(self, zero_kwargs: Dict) -> None:
+        """Count a micro-step without its backward; zero the gradients where the
+        accumulation window ends (no update in it), else drop the rest of the window."""
+        self._inner_count += 1  # type: ignore  # gradient accumulation stays in step
+        self._window_dropped = not self.should_update()  # type: ignore
+        if not self._window_dropped:
+            self.zero_grad(**zero_kwargs)  # type: ignore  # drop the window's gradients
 
     def _skip(self, loss: torch.Tensor, zero_kwargs: Dict) -> None:
         self.skipped_steps += 1
@@ -76,9 +89,7 @@ class NonFiniteGuard:
                   f' ({self.skipped_steps} skipped in this run, '
                   f'{self._skipped_in_a_row} in a row)',
                   logger='current', level=logging.WARNING)
-        self._inner_count += 1  # type: ignore  # gradient accumulation stays in step
-        if self.should_update():  # type: ignore
-            self.zero_grad(**zero_kwargs)  # type: ignore  # drop the window's gradients
+        self._drop_micro_step(zero_kwargs)
         if self._skipped_in_a_row >= self.max_nonfinite_steps:
             first = iteration - self._skipped_in_a_row + 1
             raise NonFiniteLossError(

@@ -42,7 +42,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from .load_report import mismatch_message
-from ..errors import CheckpointMismatchError
+from ..errors import CheckpointMismatchError, UsageError
 from ..fileio import commit
 from .pretrained_init import _strip_prefix, load_and_check
 
@@ -187,6 +187,36 @@ class SafeCheckpointHook(CheckpointHook):
             "type='GreenMIMPretrained', checkpoint=PRETRAIN.pth, prefix='backbone.')")
 
     # ---------------------------------------------------------------- save
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        """mmengine's ``save_best``, written crash-safe: the new best checkpoint through
+        ``<name>.tmp`` and a rename (:func:`commit`), and the previous best removed only
+        after it (mmengine removes it first, then writes the new one in place)."""
+        if not isinstance(self.file_backend, LocalBackend):
+            return super()._save_best_checkpoint(runner, metrics)
+        save, remove = runner.save_checkpoint, self.file_backend.remove
+        removed: List[str] = []
+        written: List[str] = []
+
+        def save_through_tmp(out_dir, filename, *args, **kwargs):
+            if not osp.basename(filename).startswith('best_'):
+                return save(out_dir, filename, *args, **kwargs)
+            save(out_dir, filename + TMP_SUFFIX, *args, **kwargs)
+            path = osp.join(out_dir, filename)
+            if is_main_process():
+                commit(path + TMP_SUFFIX, path)
+            written.append(path)
+
+        runner.save_checkpoint = save_through_tmp  # this call only (deleted below)
+        self.file_backend.remove = removed.append
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+        finally:
+            del runner.save_checkpoint, self.file_backend.remove
+        for path in removed:  # the previous best (and checkpoints rotated out)
+            if osp.abspath(path) not in map(osp.abspath, written) and \
+                    self.file_backend.isfile(path):
+                self.file_backend.remove(path)
+
     def _rotate(self, runner, step: int) -> Optional[int]:
         """mmengine's ``max_keep_ckpts`` bookkeeping; returns the step whose file is to
         be removed (once the new checkpoint is complete) instead of removing it."""
@@ -221,6 +251,31 @@ class SafeCheckpointHook(CheckpointHook):
                                                self.filename_tmpl.format(outdated))
             if self.file_backend.isfile(path):
                 self.file_backend.remove(path)
+
+
+def load_fitting_checkpoint(model, path: str,
+                            allowed_missing: Sequence[str] = LOAD_ALLOWED_MISSING) -> None:
+    """Load the checkpoint file ``path`` into ``model`` (a whole model's, as the Runner
+    saves it), with the tools' errors: a broken file is a ``UsageError``, a checkpoint
+    of another architecture a :class:`CheckpointMismatchError` naming what differs (both
+    one line and exit code 2 under ``run_tool``)."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise UsageError(f'checkpoint {path} is {problem}; give a complete checkpoint '
+                         "of this config's model (training writes iter_N.pth)")
+    checkpoint = _load_checkpoint(path, map_location='cpu')
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    if state_dict and all(k.startswith('module.') for k in state_dict):
+        state_dict = _strip_prefix(state_dict, 'module.')
+    report = load_and_check(model, state_dict)
+    report.missing = [k for k in report.missing
+                      if not any(re.search(p, k) for p in allowed_missing)]
+    if not report.fits:
+        shapes = {k: tuple(v.shape) for k, v in state_dict.items() if hasattr(v, 'shape')}
+        raise CheckpointMismatchError(
+            mismatch_message(f'checkpoint {path}', model, report, shapes) + '\n'
+            "Give a checkpoint of this config's model (the config it was trained with).")
 
 
 def use_safe_checkpoint_hook(cfg) -> None:

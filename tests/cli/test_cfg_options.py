@@ -103,3 +103,43 @@ def test_accepted_arguments_follow_kwargs_to_the_parent():
     assert accepted_arguments(lambda a, **kwargs: None) is None  # open
     assert accepted_arguments(lambda a, b=2: None) == {'a': inspect.Parameter.empty,
                                                        'b': 2}
+
+
+DEMO = 'configs/pretrain/greenmim_swin-demo-w4_1xb16-400it_photos-128px.py'
+
+
+@pytest.fixture(scope='module')
+def demo():
+    from mmengine.config import Config
+    return Config.fromfile(osp.join(osp.dirname(__file__), '..', '..', DEMO))
+
+
+@pytest.mark.parametrize('key, value', [
+    ('train_dataloader.dataset.pipeline.1.scale', (128, 96)),  # Union[Sequence, int]
+    ('train_dataloader.dataset.pipeline.1.scale', [160, 160]),
+    ('train_dataloader.dataset.pipeline.1.scale', 160),
+    ('train_dataloader.dataset.pipeline.1.crop_ratio_range', (0.5, 1.0)),
+    ('optim_wrapper.optimizer.betas', (0.9, 0.999)),
+    ('model.backbone.init_cfg', None),  # defaults to None: optional
+    ('default_hooks.checkpoint.max_keep_ckpts', 2),
+])
+def test_values_the_component_takes_are_accepted(demo, key, value):
+    """Typed by the component's argument, not by the value the config has: a tuple
+    where a scale may be a tuple (issue 23: '(128,96)' was 'expects a number')."""
+    check_option(demo, key, value)
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('train_dataloader.dataset.pipeline.1.scale', 'big',
+     "expects a number or a tuple or list .RandomResizedCrop's scale takes"),
+    ('train_dataloader.dataset.pipeline.1.scale', None, 'expects a number or a tuple'),
+    ('train_dataloader.dataset.pipeline.1.crop_ratio_range', (0.2, 'a'),
+     'expects a tuple or list of numbers'),
+    ('default_hooks.checkpoint.max_keep_ckpts', None, 'expects a number'),
+    ('model.backbone.window_size', (4, 4), 'expects a number'),  # no annotation: as set
+    ('train_dataloader.dataset.pipeline.1.scal', 128, 'did you mean scale'),
+])
+def test_wrong_kinds_are_refused_with_what_the_component_takes(demo, key, value,
+                                                                 message):
+    with pytest.raises(UsageError, match=message):
+        check_option(demo, key, value)

@@ -6,7 +6,7 @@ no corrupt file.
 
 The training runs in a forked child of this process (a real process, killed with
 SIGKILL at the chosen moment; forking saves the ~7 s import of a new interpreter), the
-resume in this process, both through ``engine.launch.prepare_train``/``train`` (what
+resume in this process, both through ``greenmim_cli.launch.prepare_train``/``train`` (what
 ``tools/train.py`` runs). The moment is chosen by patching, in the child only,
 mmengine's ``LocalBackend.put`` (every checkpoint and ``last_checkpoint`` byte goes
 through it) or ``OptimWrapper.step``.
@@ -201,3 +201,27 @@ def test_every_config_writes_checkpoints_crash_safe(path):
     texts = [open(p).read() for p in own_chain(path)]
     assert any("type='SafeCheckpointHook'" in text for text in texts)
     assert not any("type='CheckpointHook'" in text for text in texts)
+
+
+BEST = ("default_hooks.checkpoint.save_best=accuracy/top1", 'train_cfg.val_interval=1',
+        'default_hooks.checkpoint.rule=greater')
+
+
+def test_killed_while_writing_the_best_checkpoint(image_folder, tmp_path, monkeypatch):
+    """``save_best``: a kill half-way through the best checkpoint leaves a partial
+    ``.tmp`` file, never a truncated ``best_*.pth`` (mmengine writes it in place), and
+    a run with ``save_best`` keeps one complete best checkpoint and no partial file."""
+    monkeypatch.setenv('GREENMIM_TINY_CLS_DATA', image_folder)
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    killed = str(tmp_path / 'killed')
+    assert train_in_child(argv(killed, *BEST), lambda: crash_in_put('best_')) == \
+        -signal.SIGKILL
+    assert glob.glob(osp.join(killed, 'best_*.pth.tmp'))
+    for path in glob.glob(osp.join(killed, '*.pth')):
+        assert checkpoint_problem(path) is None, path
+    done = str(tmp_path / 'done')
+    assert train_in_child(argv(done, *BEST)) == 0
+    best = glob.glob(osp.join(done, 'best_*'))
+    assert len(best) == 1 and best[0].endswith('.pth'), best
+    assert checkpoint_problem(best[0]) is None
+    assert not glob.glob(osp.join(done, '*.tmp'))

@@ -265,6 +265,26 @@ BAD_INPUTS = [
      'checkpoint to convert not found: no.pth'),
     ('tools/visualize_reconstruction.py', [PRETRAIN_CFG, '{greenmim}', 'no.png'],
      'no.png'),
+    # issue 23: geometry caught by the config check, values the component takes
+    (TRAIN, [PRETRAIN_CFG, '--cfg-options', 'train_dataloader.dataset.pipeline.1.scale=100'],
+     'not a multiple of the 32 px mask unit'),
+    (TRAIN, [PRETRAIN_CFG, '--cfg-options', 'train_dataloader.dataset.pipeline.1.scale=96'],
+     'smaller than the window size 4'),
+    (TRAIN, [PRETRAIN_CFG, '--cfg-options', 'model.backbone.window_size=8'],
+     'smaller than the window size 8'),
+    (TRAIN, [PRETRAIN_CFG, '--cfg-options',
+             'train_dataloader.dataset.pipeline.1.scale=(128,96)'],
+     'patchifies square images only'),
+    (TRAIN, [PRETRAIN_CFG, '--cfg-options', 'train_dataloader.dataset.pipeline.1.scale=a'],
+     "RandomResizedCrop's scale takes"),
+    (TRAIN, [PRETRAIN_CFG, '--cfg-options', 'default_hooks.checkpoint.max_keep_ckpts=None'],
+     'expects a number'),
+    (TRAIN, [PRETRAIN_CFG, '--accumulate', '0'], 'an update needs at least one batch'),
+    (TRAIN, [PRETRAIN_CFG, '--accumulate', 'two'], "invalid int value: 'two'"),
+    ('tools/visualize_reconstruction.py', [PRETRAIN_CFG, '{truncated}', 'chelsea'],
+     'incomplete'),
+    ('tools/visualize_reconstruction.py', [PRETRAIN_CFG, '{cls}', 'chelsea'],
+     'does not fit the configured GreenMIM'),
 ]
 
 

@@ -1,4 +1,6 @@
 from .cpu_budget_hook import CPUTimeBudgetHook
 from .reconstruction_hook import ReconstructionVisualizationHook
+from .run_length_hook import RunLengthHook
 
-__all__ = ['CPUTimeBudgetHook', 'ReconstructionVisualizationHook']
+__all__ = ['CPUTimeBudgetHook', 'ReconstructionVisualizationHook',
+           'RunLengthHook']
