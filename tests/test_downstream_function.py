@@ -41,26 +41,30 @@ def write_config(tmp_path, name: str, text: str) -> str:
     return str(path)
 
 
-DETECTION = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs',
-                     'detection')
+CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs')
+TWINS_DET = 'detection/greenmim_mask-rcnn_twins-large_fpn_1x_coco.py'
+SWIN_L_CLS = 'classification/greenmim_swin-large-w14_8xb96-coslr-100e_in1k.py'
 
 
-@pytest.mark.parametrize('override', [
-    "model = dict(backbone=dict(norm_cfg=dict(type='LN', eps=1e-5)))",  # not 1e-6
+@pytest.mark.parametrize('base, override', [
+    (TWINS_DET, "model = dict(backbone=dict(norm_cfg=dict(type='LN', eps=1e-5)))"),
     # the stock SVT's norms on the path into stages 1-3 (GreenMIMSVT: the stock SVT
     # with the patch_norm_cfg the config sets)
-    "model = dict(backbone=dict(type='mmpretrain.GreenMIMSVT', "
-    "norm_after_stage=[True] * 4))",
+    (TWINS_DET, "model = dict(backbone=dict(type='mmpretrain.GreenMIMSVT', "
+                "norm_after_stage=[True] * 4))"),
+    # a 14 window over the padded, shifted 7 x 7 last map
+    (SWIN_L_CLS, "ln = dict(type='LN', eps=1e-6)\n"
+                 "model = dict(backbone=dict(pad_small_map=True, stage_cfgs=dict("
+                 "_delete_=True, block_cfgs=dict(norm_cfg=ln), "
+                 "downsample_cfg=dict(norm_cfg=ln))))"),
 ])
-def test_a_misfit_is_measured(tmp_path, override):
+def test_a_misfit_is_measured(tmp_path, base, override):
     """The comparison sees the issue's misfits at the last stage (the test above can
     fail)."""
-    base = osp.join(DETECTION, 'greenmim_mask-rcnn_twins-large_fpn_1x_coco.py')
+    base = osp.join(CONFIGS, base)
     path = write_config(tmp_path, 'misfit.py', f"_base_ = [{base!r}]\n{override}\n")
-    init_cfg = Config.fromfile(base).model.backbone.init_cfg.checkpoint
     diffs = compare_pair(path, str(tmp_path),
                          pretrain_path=pretrain_config_of(Config.fromfile(base)))
-    assert init_cfg
     assert diffs['stage3'] > TOLERANCE, diffs
 
 

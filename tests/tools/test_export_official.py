@@ -2,8 +2,8 @@
 official Swin / Twins layout and timm's state_dict compute the GreenMIM backbone's
 dense function in the code that reads them -- mmdet's stock Swin built from mmdet's
 shipped config (``convert_weights=True``) and timm's models, same LayerNorm eps -- to
-1e-6 (mmdet) and 5e-6 (timm) relative, for Swin-T/B and Twins-S; a file that does not fit its target stops
-with one line. timm is an optional test dependency (requirements/tests.txt)."""
+1e-6 (mmdet) and 5e-6 (timm) relative, for Swin-T/B and Twins-S; a file that does not
+fit its target stops with one line. timm is an optional test dependency (requirements/tests.txt)."""
 import copy
 import importlib.util
 import os.path as osp
