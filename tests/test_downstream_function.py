@@ -9,6 +9,7 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
+from mmpretrain.models import SVT
 
 from downstream_function import (compare_pair, downstream_configs, pretrain_config_of,
                                  raw_stage_features)
@@ -87,8 +88,8 @@ def test_out_norms_are_off_the_path():
             expected = model.get_submodule(f'out_norm{i}')(raw[i])
             assert torch.allclose(outs[i].flatten(2).transpose(1, 2), expected,
                                   atol=1e-6)
-        stock = SVTWithOutNorms.__mro__[1](arch=arch, out_indices=(0, 1, 2, 3),
-                                           norm_after_stage=[False, False, False, True])
+        stock = SVT(arch=arch, out_indices=(0, 1, 2, 3),
+                    norm_after_stage=[False, False, False, True])
         stock.load_state_dict(model.state_dict(), strict=False)
         stock_outs = stock.eval()(img)
     assert torch.equal(stock_outs[3], outs[3])  # the path is the stock one
