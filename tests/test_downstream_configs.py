@@ -18,6 +18,7 @@ from mmpretrain.models import SVT, SwinTransformer
 from torch import nn
 
 import greenmim_mm  # noqa: F401  (registration, checkpoint compat)
+from greenmim_mm.models.backbones import SVTWithOutNorms
 from greenmim_mm.engine.compat import resize_relative_position_bias_table
 from greenmim_mm.engine.layer_decay import svt_layer_depth
 from greenmim_mm.engine.pretrained_init import StrictPretrainedInit
@@ -351,15 +352,19 @@ def test_pretrain_checkpoint_loads_into_the_detector(tmp_path):
 
 
 def test_twins_pretrain_checkpoint_loads_into_the_detection_backbone(tmp_path):
-    """A Twins-SVT pretraining backbone (output norm after the last stage only) into a
-    detection SVT (a norm after every stage): only norm_after_stage0..2 are new."""
+    """A Twins-SVT pretraining backbone (output norm after the last stage only) into
+    the detection backbone (``SVTWithOutNorms``: the same path, output-only norms for
+    stages 0..2): only out_norm0..2 are new."""
     source = SVT(arch=TINY_SVT, qkv_bias=True, out_indices=(3, ),
                  norm_after_stage=[False, False, False, True])
     path = save_checkpoint(tmp_path / 'twins.pth', source.state_dict())
-    model = SVT(arch=TINY_SVT, qkv_bias=True, out_indices=(0, 1, 2, 3),
-                norm_after_stage=[True] * 4, init_cfg=init_cfg(path))
+    model = SVTWithOutNorms(arch=TINY_SVT, qkv_bias=True, out_indices=(0, 1, 2, 3),
+                            norm_after_stage=[False, False, False, True],
+                            init_cfg=init_cfg(path))
     model.init_weights()
     assert_loaded(model, source.state_dict())
+    new = set(model.state_dict()) - set(source.state_dict())
+    assert new == {f'out_norm{i}.{p}' for i in range(3) for p in ('weight', 'bias')}
 
     deeper = SVT(arch=dict(TINY_SVT, depths=[1, 1, 1, 1], embed_dims=[16, 32, 64, 64]),
                  qkv_bias=True, init_cfg=init_cfg(path))

@@ -7,9 +7,19 @@ _base_ = [
     '../_base_/schedules/greenmim-finetune_adamw-coslr-100e_in1k.py',
 ]
 
+# The backbone computes what the pretraining's did (tests/test_downstream_configs.py):
+# its LayerNorms are those of configs/_base_/models/greenmim_swin-base-w7.py, eps 1e-6
+# (mmpretrain's default is 1e-5), in the patch embedding, every block, patch merging
+# and the output.
+layer_norm = dict(type='LN', eps=1e-6)
+stage_norms = dict(block_cfgs=dict(norm_cfg=layer_norm),
+                   downsample_cfg=dict(norm_cfg=layer_norm))
 model = dict(
     backbone=dict(
         window_size=7,
+        norm_cfg=layer_norm,
+        patch_cfg=dict(norm_cfg=layer_norm),
+        stage_cfgs=stage_norms,
         drop_path_rate=0.1,  # GreenMIM's Swin-B fine-tune config
         init_cfg=dict(
             type='GreenMIMPretrained',

@@ -8,9 +8,11 @@ model = dict(
     backbone=dict(
         arch='large',
         window_size=14,
-        # the last stage is 7 x 7 < 14: pad it to one window (mmpretrain's SimMIM
-        # Swin-L w14 fine-tune does the same)
-        pad_small_map=True,
+        # As pretrained (configs/pretrain/greenmim_swin-large-w14_*): the last stage's
+        # map is 7 x 7 at 224 px, so its window is 7 (the published code shrinks the
+        # window to the map), not a 14 window over zero padding with a shift
+        # (pad_small_map=True), which the pretraining never computed.
+        stage_cfgs=[_base_.stage_norms] * 3 + [dict(_base_.stage_norms, window_size=7)],
         drop_path_rate=0.3,  # GreenMIM's Swin-L fine-tune config
         # where configs/pretrain/greenmim_swin-large-w14_8xb256-amp-coslr-800e_in1k.py
         # writes it

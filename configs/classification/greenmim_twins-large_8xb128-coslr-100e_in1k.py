@@ -7,8 +7,16 @@ _base_ = [
     '../_base_/schedules/greenmim-finetune_adamw-coslr-100e_in1k.py',
 ]
 
+# The backbone computes what the pretraining's did (tests/test_downstream_configs.py):
+# GreenMIMSVT (the stock SVT's parameters and dense forward) for its patch_norm_cfg,
+# and the pretraining's LayerNorm eps 1e-6 (mmpretrain's default is 1e-5, and the stock
+# SVT hard-codes it in the patch embeddings).
+layer_norm = dict(type='LN', eps=1e-6)
 model = dict(
     backbone=dict(
+        type='GreenMIMSVT',
+        norm_cfg=layer_norm,
+        patch_norm_cfg=layer_norm,
         # 'large': dims 128/256/512/1024, depths 2/2/18/2, heads 4/8/16/32,
         # window 7, sr ratios 8/4/2/1
         arch='large',

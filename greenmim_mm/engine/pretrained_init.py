@@ -16,7 +16,8 @@ What a downstream backbone legitimately lacks in a pretraining checkpoint is lis
 explicitly (``allowed_missing``, regular expressions on the names below ``prefix``):
 
 * ``relative_position_index`` buffers: rebuilt by the backbone for its own window;
-* ``norm{i}`` (Swin) and ``norm_after_stage{i}`` (Twins-SVT) output norms of stages the
+* ``norm{i}`` (Swin), ``norm_after_stage{i}`` (Twins-SVT) and ``out_norm{i}``
+  (:class:`~greenmim_mm.models.backbones.SVTWithOutNorms`) output norms of stages the
   pretraining did not output (it outputs only the last stage): a detector with
   ``out_indices=(0, 1, 2, 3)`` starts those at their default values.
 
@@ -43,6 +44,7 @@ DEFAULT_ALLOWED_MISSING: Tuple[str, ...] = (
     r'(^|\.)relative_position_index$',  # buffer, rebuilt for the configured window
     r'^norm\d+\.(weight|bias)$',  # Swin output norm of a stage pretraining did not output
     r'^norm_after_stage\d+\.(weight|bias)$',  # the same for Twins-SVT
+    r'^out_norm\d+\.(weight|bias)$',  # the same for SVTWithOutNorms (off the path)
 )
 
 

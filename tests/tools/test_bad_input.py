@@ -263,6 +263,13 @@ BAD_INPUTS = [
      'not a PyTorch checkpoint'),
     ('tools/model_converters/greenmim_official_to_mm.py', ['no.pth', 'out.pth'],
      'checkpoint to convert not found: no.pth'),
+    ('tools/model_converters/greenmim_mm_to_official.py', ['{notes}', 'out.pth'],
+     'not a PyTorch checkpoint'),
+    ('tools/model_converters/greenmim_mm_to_official.py', ['no.pth', 'out.pth'],
+     'checkpoint to export not found: no.pth'),
+    ('tools/model_converters/greenmim_mm_to_official.py',
+     ['{greenmim}', 'out.pth', '--format', 'timm', '--mmdet-config', 'x.py'],
+     '--mmdet-config checks the official layout'),
     ('tools/visualize_reconstruction.py', [PRETRAIN_CFG, '{greenmim}', 'no.png'],
      'no.png'),
     # issue 23: geometry caught by the config check, values the component takes

@@ -22,7 +22,7 @@ window, masked and padding tokens are never attended to -- at the visible positi
 The forward dispatch, the mask checks and the plan handling are the contract of
 :mod:`greenmim_mm.models.backbones.base`.
 """
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from mmpretrain.models.backbones import SwinTransformer
 from mmpretrain.models.utils import resize_pos_embed
@@ -66,6 +66,20 @@ class GreenMIMSwinTransformer(VisibleBackboneMixin, SwinTransformer):
         self.init_visible(
             mask_unit, stride * 2**(self.num_layers - 1), attn_backend,
             f'patch_size * 2 ** (num_stages - 1) = {stride} * 2 ** {self.num_layers - 1}')
+
+    def _load_from_state_dict(self, state_dict: Dict[str, Tensor], prefix: str,
+                              local_metadata: dict, *args, **kwargs) -> None:
+        """Load as the stock Swin does, old checkpoints included.
+
+        mmpretrain's ``SwinTransformer._load_from_state_dict`` upgrades checkpoints of
+        its older versions only when ``type(self) is SwinTransformer``, so a subclass
+        would refuse them: this runs the same upgrade (:func:`upgrade_swin_state_dict`)
+        for this class, then the parent's loading (which skips its own upgrade).
+        """
+        upgrade_swin_state_dict(state_dict, prefix, local_metadata.get('version'),
+                                len(self.stages) - 1)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args,
+                                      **kwargs)
 
     def visible_geometry(self, img_hw: Tuple[int, int]) -> VisibleGeometry:
         """Per stage: the token map, tokens per unit and each block's (window, shift)."""
@@ -127,3 +141,26 @@ class GreenMIMSwinTransformer(VisibleBackboneMixin, SwinTransformer):
             if not last:
                 problems.append(check_visible_merging(stage.downsample))
         return problems
+
+
+def upgrade_swin_state_dict(state_dict: Dict[str, Tensor], prefix: str,
+                            version: Optional[int], last_stage: int) -> None:
+    """Rename/drop, in place, the entries below ``prefix`` of a state dict saved by an
+    older mmpretrain/mmcls ``SwinTransformer`` (``_version`` 3 now):
+
+    - version < 2 (or none recorded): the last stage's output norm was ``norm.*``,
+      now ``norm{last_stage}.*``;
+    - version < 3: the shifted-window attention masks ``*attn_mask`` were persistent
+      buffers; they are recomputed now and dropped.
+    """
+    if version is not None and version >= 3:
+        return
+    for key in list(state_dict):
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):]
+        if (version is None or version < 2) and name.startswith('norm.'):
+            state_dict[f'{prefix}norm{last_stage}.{name[len("norm."):]}'] = \
+                state_dict.pop(key)
+        elif 'attn_mask' in name:
+            del state_dict[key]

@@ -14,6 +14,9 @@ and the decoder's sizes, and writes ``{'state_dict': ..., 'meta': ...}``.
 - :mod:`.common`: the decoder mapping and :class:`OfficialCheckpointError` (a
   ``UsageError``: the tool prints it as one line);
 - :mod:`.convert` (family detection, the whole state dict), :mod:`.checkpoint` (files).
+- :mod:`.export`, :mod:`.export_file`: the other direction, a GreenMIM encoder in the
+  official Swin / Twins layout and as a timm ``state_dict``
+  (``tools/model_converters/greenmim_mm_to_official.py``).
 
 **Exactness.** With a config of the published architecture (the Swin-B, Swin-L w14
 and Twins-L pretraining configs: windows, ``LayerNorm(eps=1e-6)`` everywhere), the

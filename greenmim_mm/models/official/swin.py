@@ -124,6 +124,20 @@ def merge_weight_to_unfold(tensor: Tensor, layout: str = DEFAULT_MERGE_LAYOUT) -
     return blocks.transpose(-1, -2).reshape(tensor.shape).contiguous()  # ..., C * 4
 
 
+def unfold_to_merge_weight(tensor: Tensor, layout: str = 'swin') -> Tensor:
+    """The inverse of :func:`merge_weight_to_unfold`: mmcv's unfold order of the ``4C``
+    axis (channel ``c * 4 + kernel_position``) to a concat layout (``slot * C + c``)."""
+    layout = canonical_merge_layout(layout)
+    four_c = tensor.shape[-1]
+    if four_c % 4:
+        raise OfficialCheckpointError(
+            f'a patch merging axis must be 4C long, got {four_c}')
+    position_of_slot = torch.tensor(MERGE_LAYOUTS[layout], device=tensor.device)
+    blocks = tensor.reshape(*tensor.shape[:-1], four_c // 4, 4)  # ..., C, position
+    blocks = blocks.index_select(-1, position_of_slot)  # ..., C, slot
+    return blocks.transpose(-1, -2).reshape(tensor.shape).contiguous()  # ..., slot * C
+
+
 def swin_key_map(keys: List[str]) -> KeyMap:
     """The official encoder keys a Swin checkpoint of this structure must hold.
 
