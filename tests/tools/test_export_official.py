@@ -18,7 +18,7 @@ from mmpretrain.registry import MODELS
 from torch import nn
 
 import greenmim_mm  # noqa: F401  (registration)
-from greenmim_mm.engine.errors import run_tool
+from greenmim_cli.exits import run_tool
 from greenmim_mm.models.official import MERGE_LAYOUTS, merge_weight_to_unfold
 from greenmim_mm.models.official.common import OfficialCheckpointError
 from greenmim_mm.models.official.export import official_to_timm, to_official

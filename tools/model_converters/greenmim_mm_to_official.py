@@ -32,8 +32,8 @@ import argparse
 import os
 from typing import List, Optional
 
-from greenmim_mm.engine.config_checks import require_checkpoint
-from greenmim_mm.engine.errors import ArgumentParser, add_debug_flag, run_tool
+from greenmim_cli.config_checks import require_checkpoint
+from greenmim_cli.exits import ArgumentParser, add_debug_flag, run_tool
 from greenmim_mm.models.official.export_file import (FORMATS, check_fits_mmdet_swin,
                                                      export_checkpoint)
 
@@ -60,7 +60,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     require_checkpoint(args.src, 'checkpoint to export')
     if args.mmdet_config and args.format != 'official':
-        from greenmim_mm.engine.errors import UsageError
+        from greenmim_mm.errors import UsageError
         raise UsageError('--mmdet-config checks the official layout: drop --format timm')
     # with --mmdet-config: written next to DST, checked, then renamed (a misfit
     # leaves no DST behind)
