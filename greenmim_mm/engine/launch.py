@@ -32,8 +32,11 @@ def use_safe_components(cfg: Config, amp: bool = False,
                         amp_dtype: Optional[str] = None) -> None:
     """mmengine's checkpoint hook and optim wrappers as their safe subclasses here
     (same arguments): crash-safe checkpoints, non-finite steps skipped, AMP on any
-    device (``amp``/``amp_dtype``: ``--amp``/``--amp-dtype``)."""
+    device (``amp``/``amp_dtype``: ``--amp``/``--amp-dtype``); and the training
+    scalars read once per logging interval (:class:`DeviceRuntimeInfoHook`)."""
+    from .hooks.device_runtime_info_hook import use_device_runtime_info
     use_safe_checkpoint_hook(cfg)
+    use_device_runtime_info(cfg)
     use_safe_optim_wrapper(cfg, amp, amp_dtype)
 
 

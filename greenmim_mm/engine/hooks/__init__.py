@@ -1,4 +1,5 @@
 from .cpu_budget_hook import CPUTimeBudgetHook
+from .device_runtime_info_hook import DeviceRuntimeInfoHook
 from .reconstruction_hook import ReconstructionVisualizationHook
 
-__all__ = ['CPUTimeBudgetHook', 'ReconstructionVisualizationHook']
+__all__ = ['CPUTimeBudgetHook', 'DeviceRuntimeInfoHook', 'ReconstructionVisualizationHook']
