@@ -36,20 +36,21 @@ class DeviceRuntimeInfoHook(RuntimeInfoHook):
 
     def __init__(self) -> None:
         self._pending: List[Row] = []
-        self._log_intervals: List[int] = []
+        self._loggers: List[LoggerHook] = []
         self._checkpoint_intervals: List[int] = []
+        self._unflushed = 0  # iterations since the last flush
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
-        self._pending = []
-        self._log_intervals = [hook.interval for hook in runner.hooks
-                               if isinstance(hook, LoggerHook)]
+        self._pending, self._unflushed = [], 0
+        self._loggers = [hook for hook in runner.hooks if isinstance(hook, LoggerHook)]
         self._checkpoint_intervals = [  # an epoch-based one saves at an epoch's end
             hook.interval for hook in runner.hooks
             if isinstance(hook, CheckpointHook) and not hook.by_epoch]
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs: Optional[dict] = None) -> None:
+        self._unflushed += 1
         scalars: Dict[str, Tensor] = {}
         for key, value in (outputs or {}).items():
             if isinstance(value, Tensor) and value.numel() == 1:
@@ -85,12 +86,17 @@ class DeviceRuntimeInfoHook(RuntimeInfoHook):
         self._pending.append((tuple(scalars), row))
 
     def _flush_due(self, runner, batch_idx: int) -> bool:
-        """Where ``LoggerHook`` logs (its ``every_n_inner_iters`` or the end of the
-        loader's epoch), ``CheckpointHook`` saves, or the run ends."""
+        """Where ``LoggerHook.after_train_iter`` logs (its ``every_n_inner_iters``, or
+        the end of the loader's epoch unless ``ignore_last``), ``CheckpointHook``
+        saves, or the run ends."""
         step = runner.iter + 1
-        return (any((batch_idx + 1) % n == 0 for n in self._log_intervals)
-                or any(step % n == 0 for n in self._checkpoint_intervals)
-                or batch_idx + 1 == _len_or_none(runner.train_dataloader)
+        length = _len_or_none(runner.train_dataloader)
+        for hook in self._loggers:
+            if (batch_idx + 1) % hook.interval == 0 or (
+                    batch_idx + 1 == length
+                    and (not hook.ignore_last or length <= hook.interval)):
+                return True
+        return (any(step % n == 0 for n in self._checkpoint_intervals)
                 or step >= runner.max_iters)
 
     def flush(self, runner) -> None:
@@ -98,6 +104,9 @@ class DeviceRuntimeInfoHook(RuntimeInfoHook):
         them into the MessageHub; let the guard report."""
         guards = [w for w in _optim_wrappers(runner)
                   if getattr(w, 'nonfinite_counters', lambda: None)() is not None]
+        if not self._unflushed:
+            return
+        self._unflushed = 0
         if not self._pending and not guards:
             return
         parts = [row for _, row in self._pending]
