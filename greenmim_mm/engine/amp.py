@@ -93,9 +93,24 @@ class NonFiniteGuard:
         self.skipped_steps = 0  # in this run, as of the last check
         self._skipped_in_a_row = 0  # as of the last check
         self._reported_skipped = 0
-        self._counters: Optional[Tensor] = None  # int64 (5,), on the loss's device
-        self._window_ok: Optional[Tensor] = None  # bool (), this accumulation window
+        # made here, on the parameters' device, so that a compiled step finds the
+        # same kinds of attributes at every step (no recompilation)
+        params = [p for group in self.optimizer.param_groups  # type: ignore
+                  for p in group['params']]
+        device = params[0].device if params else torch.device('cpu')
+        self._counters = torch.zeros(5, dtype=torch.int64, device=device)
+        self._window_ok = torch.ones((), dtype=torch.bool, device=device)  # this window
         self._device_scalars: Dict[str, Tensor] = {}  # e.g. grad_norm, for the log
+        # a fused optimizer skips its step where found_inf != 0 (GradScaler's way),
+        # unless a scaler is on: it sets found_inf itself
+        optimizer = self.optimizer  # type: ignore
+        scaler = getattr(self, 'loss_scaler', None)
+        self._found_inf: Optional[Tensor] = None
+        if (getattr(optimizer, '_step_supports_amp_scaling', False)
+                and optimizer.defaults.get('fused')
+                and not (scaler is not None and scaler.is_enabled())):
+            self._found_inf = torch.zeros((), dtype=torch.float32, device=device)
+            optimizer.found_inf = self._found_inf
 
     # ------------------------------------------------------------------ per step
     def update_params(self, loss: torch.Tensor, step_kwargs: Optional[Dict] = None,
@@ -105,18 +120,18 @@ class NonFiniteGuard:
         all_reduce(finite, op='min')
         ok = finite.bool()
         self._count(ok)
-        self._window_ok = ok if self._window_ok is None else self._window_ok & ok
+        self._window_ok = self._window_ok.to(ok.device) & ok
         loss = self.scale_loss(loss)  # type: ignore
         self.backward(loss)  # type: ignore
-        if self.should_update():  # type: ignore
+        # without accumulation every step updates: not reading the step count keeps a
+        # compiled step from guarding on it (a recompilation per step)
+        if self._accumulative_counts == 1 or self.should_update():  # type: ignore
             self._masked_step(self._window_ok, step_kwargs or {})
             self.zero_grad(**(zero_kwargs or {}))  # type: ignore
-            self._window_ok = None
+            self._window_ok = torch.ones_like(self._window_ok)
 
     def _count(self, ok: Tensor) -> None:
-        if self._counters is None:
-            self._counters = torch.zeros(5, dtype=torch.int64, device=ok.device)
-        c = self._counters
+        c = self._counters.to(ok.device)
         bad = (~ok).to(torch.int64)
         steps = c[self._STEPS] + 1
         in_a_row = (c[self._IN_A_ROW] + 1) * bad
@@ -126,24 +141,51 @@ class NonFiniteGuard:
             torch.where(longer, steps, c[self._LONGEST_END]), steps])
 
     def _masked_step(self, ok: Tensor, step_kwargs: Dict) -> None:
-        optimizer = self.optimizer  # type: ignore
-        scaler = getattr(self, 'loss_scaler', None)
-        if (getattr(optimizer, '_step_supports_amp_scaling', False)
-                and optimizer.defaults.get('fused')
-                and not (scaler is not None and scaler.is_enabled())):
-            optimizer.found_inf = (~ok).to(torch.float32)
-            try:
-                self.step(**step_kwargs)  # type: ignore
-            finally:
-                del optimizer.found_inf
+        if self._found_inf is not None:
+            # in place: the attribute was set once (an attribute set in a compiled
+            # step does not reach the optimizer's own frame)
+            self._found_inf.copy_(~ok)
+            self.step(**step_kwargs)  # type: ignore
+            self._found_inf.zero_()  # a step made elsewhere is a normal one
             return
-        before = {key: t.clone() for key, t in self._device_tensors(ok.device).items()}
+        before = self._snapshot(ok.device)
         self.step(**step_kwargs)  # type: ignore
+        self._restore_unless(ok, before)
+
+    # Eager (a graph break each in a compiled step): they walk the optimizer's state,
+    # which is empty before its first step, and a compiled step that walked it would
+    # guard on that and recompile at the second step. A few kernels per dtype whatever
+    # the number of tensors: one flat copy, one where, one foreach copy back.
+    @torch.compiler.disable
+    def _snapshot(self, device: torch.device) -> Dict[torch.dtype, Dict[tuple, Tensor]]:
+        """Copies of the tensors a step may change, per dtype, as views of one flat
+        copy: ``{dtype: {key: copy}}``."""
+        found = self._device_tensors(device)
+        snapshot = {}
+        for keys in _keys_by_dtype(found).values():
+            tensors = [found[k] for k in keys]
+            flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+            copies = flat.split([t.numel() for t in tensors])
+            snapshot[tensors[0].dtype] = dict(zip(keys, copies))
+        return snapshot
+
+    @torch.compiler.disable
+    def _restore_unless(self, ok: Tensor,
+                        before: Dict[torch.dtype, Dict[tuple, Tensor]]) -> None:
+        """Where ``ok`` is False, put back what the step changed (state it created:
+        zeros, the value it starts from)."""
+        found = self._device_tensors(ok.device)
         with torch.no_grad():
-            for key, now in self._device_tensors(ok.device).items():
-                old = before.get(key)
-                now.copy_(torch.where(ok, now, torch.zeros_like(now) if old is None
-                                      else old))
+            for dtype, keys in _keys_by_dtype(found).items():
+                tensors = [found[k] for k in keys]
+                sizes = [t.numel() for t in tensors]
+                copies = before.get(dtype, {})
+                old = torch.cat([copies[k] if k in copies else t.new_zeros(n)
+                                 for k, t, n in zip(keys, tensors, sizes)])
+                now = torch.cat([t.reshape(-1) for t in tensors])
+                chosen = torch.where(ok, now, old).split(sizes)
+                torch._foreach_copy_(tensors,
+                                     [c.view_as(t) for c, t in zip(chosen, tensors)])
 
     def _device_tensors(self, device: torch.device) -> Dict[tuple, Tensor]:
         """The parameters (with a gradient) and their optimizer state on ``device``:
@@ -180,7 +222,7 @@ class NonFiniteGuard:
         scalars, self._device_scalars = self._device_scalars, {}
         return scalars
 
-    def nonfinite_counters(self) -> Optional[Tensor]:
+    def nonfinite_counters(self) -> Tensor:
         """The device counters, for a caller that reads them with its own values."""
         return self._counters
 
@@ -192,8 +234,6 @@ class NonFiniteGuard:
         Raises:
             NonFiniteLossError: ``max_nonfinite_steps`` skipped steps in a row.
         """
-        if self._counters is None:
-            return
         if counters is None:
             counters = self._counters.tolist()
         skipped, in_a_row, longest, longest_end, steps = (int(v) for v in counters)
@@ -219,6 +259,13 @@ class NonFiniteGuard:
                 '(--cfg-options optim_wrapper.optimizer.lr=...), clip gradients '
                 '(optim_wrapper.clip_grad=dict(max_norm=1.0)) or train in bfloat16/'
                 'float32 instead of float16, then --resume')
+
+
+def _keys_by_dtype(tensors: Dict[tuple, Tensor]) -> Dict[torch.dtype, list]:
+    grouped: Dict[torch.dtype, list] = {}
+    for key, tensor in tensors.items():
+        grouped.setdefault(tensor.dtype, []).append(key)
+    return grouped
 
 
 @OPTIM_WRAPPERS.register_module()

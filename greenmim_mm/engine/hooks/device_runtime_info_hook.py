@@ -16,6 +16,10 @@ at the end of a dataloader epoch, where it also logs), at ``CheckpointHook``'s
 interval (a checkpoint saves the MessageHub), at the last iteration, before
 validation and after training. The buffers are created (empty) at the first
 iteration, so their order, and so the order of the log line, is mmengine's.
+
+Before each iteration it also keeps each param group's learning rate a tensor filled in
+place (:mod:`greenmim_mm.engine.tensor_lr`), so that a compiled step that contains the
+optimizer does not recompile when the schedulers change the lr.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -24,6 +28,8 @@ from mmengine.hooks import CheckpointHook, LoggerHook, RuntimeInfoHook
 from mmengine.logging import HistoryBuffer
 from mmengine.registry import HOOKS
 from torch import Tensor
+
+from ..tensor_lr import keep_lr_tensors
 
 Row = Tuple[Tuple[str, ...], Tensor]  # the keys of an iteration, their values (K,)
 
@@ -39,6 +45,7 @@ class DeviceRuntimeInfoHook(RuntimeInfoHook):
         self._loggers: List[LoggerHook] = []
         self._checkpoint_intervals: List[int] = []
         self._unflushed = 0  # iterations since the last flush
+        self._lr_tensors: Dict[Tuple[str, int], Tensor] = {}
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
@@ -47,6 +54,12 @@ class DeviceRuntimeInfoHook(RuntimeInfoHook):
         self._checkpoint_intervals = [  # an epoch-based one saves at an epoch's end
             hook.interval for hook in runner.hooks
             if isinstance(hook, CheckpointHook) and not hook.by_epoch]
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        """The lr of each param group as a tensor filled in place (no recompilation of
+        a compiled optimizer step), then mmengine's (it logs the lr)."""
+        keep_lr_tensors(runner.optim_wrapper, self._lr_tensors)
+        super().before_train_iter(runner, batch_idx, data_batch)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs: Optional[dict] = None) -> None:
