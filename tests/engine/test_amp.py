@@ -206,16 +206,18 @@ def test_a_run_of_skips_across_checks_is_counted_whole():
         guard.check_nonfinite()
 
 
-def test_gradient_accumulation_stays_in_step():
-    """With ``accumulative_counts=2`` a non-finite micro-step drops its whole window
-    (no update with half a window) and the next window is untouched by it."""
+@pytest.mark.parametrize('scales', [(1.0, math.nan), (math.nan, 1.0)])
+def test_gradient_accumulation_stays_in_step(scales):
+    """With ``accumulative_counts=2`` a non-finite micro-step, first or last in its
+    window, drops the whole window (no update with half a window) and the next window
+    is untouched by it."""
     model = torch.nn.Linear(4, 1)
     guard = wrapper('SkipNonFiniteOptimWrapper', model, accumulative_counts=2)
     guard.initialize_count_status(model, 0, 4)
     before = model.weight.detach().clone()
     x = torch.randn(3, 4)
-    guard.update_params(model(x).mean())
-    guard.update_params(model(x).mean() * math.nan)
+    for scale in scales:
+        guard.update_params(model(x).mean() * scale)
     assert torch.equal(model.weight, before) and guard._inner_count == 2
     assert model.weight.grad is None or not model.weight.grad.abs().sum()
     for _ in range(2):
@@ -278,3 +280,38 @@ def test_diverging_run_stops_with_finite_checkpoints(image_folder, monkeypatch, 
             assert torch.isfinite(value).all(), key
         if 'running_' not in key and 'num_batches' not in key:  # its forward ran
             assert torch.equal(value, second[key]), key  # the skipped step: no update
+
+
+def _reads_in_update_params(optimizer) -> int:
+    """Host reads (``aten._local_scalar_dense``) in one float16 ``update_params`` with
+    dynamic loss scaling (a ``GradScaler`` on the CPU here, as on a GPU)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        reads = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                Count.reads += 1
+            return func(*args, **(kwargs or {}))
+
+    weight = optimizer.param_groups[0]['params'][0]
+    amp = OPTIM_WRAPPERS.build(dict(type='AnyDeviceAmpOptimWrapper', optimizer=optimizer,
+                                    dtype='float16', loss_scale='dynamic'))
+    assert amp.loss_scaler.is_enabled()
+    loss = (weight * torch.randn(4, 4)).sum()
+    with Count():
+        amp.update_params(loss)
+    return Count.reads
+
+
+@pytest.mark.parametrize('fused, reads', [(False, 1), (True, 0)])
+def test_float16_loss_scaling_reads_once_unless_fused(fused, reads):
+    """float16 with dynamic loss scaling: ``GradScaler`` reads its ``found_inf`` on the
+    host once per step for an optimizer that is not fused (``_maybe_opt_step``: kept,
+    GradScaler's documented behaviour); a fused optimizer gets ``found_inf`` in its
+    kernel and nothing is read. The guard itself reads nothing either way. (SGD: no
+    host-side state of its own to read.)"""
+    weight = torch.nn.Parameter(torch.randn(4, 4))
+    optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.9, fused=fused)
+    assert _reads_in_update_params(optimizer) == reads

@@ -91,6 +91,10 @@ def test_the_training_loop_reads_the_device_only_at_logging_intervals(tmp_path,
     with HostReads() as reads:
         runner.train()
     assert next(runner.model.parameters()).device.type == 'meta'
+    # the lr a tensor filled in place (a compiled AdamW would not recompile), on the
+    # CPU (reading it for the log is no device read)
+    lr = runner.optim_wrapper.param_groups[0]['lr']
+    assert isinstance(lr, torch.Tensor) and lr.device.type == 'cpu'
     # iterations 3 and 6 (0-based 2 and 5): one read each, the losses of the interval
     # and the non-finite guard's counters together
     assert [i for i in reads.iterations if i >= 0] == [2, 5]

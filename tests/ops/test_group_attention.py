@@ -285,7 +285,12 @@ def test_flex_gets_the_compute_dtype_without_autocast(monkeypatch):
     plan = plan_window_groups(coords, hw, 7, 3)
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         out = module.grouped(x, plan, backend='flex')
-    assert seen == [((torch.bfloat16, ) * 3, False)]
+        # float32 rows (e.g. a qkv kept in float32) are cast by the op too
+        tokens = module.qkv(x.reshape(-1, x.shape[-1])).float()
+        group_attention._flex_attention(
+            tokens, plan, group_attention.attention_layout(plan, 'flex'),
+            module.num_heads, module.scale, module.bias_table, module.rel_index)
+    assert seen == [((torch.bfloat16, ) * 3, False)] * 2
     assert out.dtype == torch.bfloat16  # proj ran under autocast again
     ref = module.reference(x, coords, hw, 7, 3)
     assert (out.float() - ref).norm() / ref.norm() < 0.02
@@ -322,7 +327,8 @@ def test_flex_where_it_cannot_compile_names_sdpa(monkeypatch):
 
 
 @pytest.mark.parametrize('image_hw,stride,ws,shift', [((256, 320), 4, 7, 3),
-                                                      ((224, 224), 8, 14, 7)])
+                                                      ((224, 224), 8, 14, 7),
+                                                      ((128, 160), 8, 7, 3)])  # padded
 def test_flex_block_mask_covers_exactly_the_window_blocks(image_hw, stride, ws, shift):
     # Eager flex evaluates mask_mod densely; the compiled kernel visits only the
     # listed key blocks, so check them: block (i, j) is listed iff a query of block i
