@@ -9,6 +9,10 @@ with a new value: no recompilation. It runs before every training iteration
 (:class:`~greenmim_mm.engine.hooks.DeviceRuntimeInfoHook`), after the schedulers are
 built (they keep their ``initial_lr`` as a float, never an alias of the tensor that is
 filled). The tensor lives on the CPU: reading it (the log's ``lr``) is no device read.
+
+Only for a compiled step (the hook's default): eager torch Adam(W) with a tensor lr and
+``capturable=False`` gives up its ``foreach`` kernels for a loop over the parameters
+(torch 2.14), and refuses ``foreach=True`` outright; fused optimizers take it either way.
 """
 from typing import Dict, Tuple
 

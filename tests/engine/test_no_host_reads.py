@@ -8,8 +8,10 @@ How reads are counted. Every way a device value reaches the host (``.item()``,
 (a scalar) or a copy to the CPU (``_to_copy`` / ``copy_``). A ``TorchDispatchMode``
 sees every aten op, so it counts these honestly wherever they are called from
 (mmengine, torch, this package). A meta tensor has no values, so such a read would
-raise; the mode answers it instead with zeros (a finite loss of 0, no skipped step),
-records the training iteration it happened in, and lets the run go on. Reads of CPU
+raise; the mode answers it instead (a scalar read: 0.0 for a float, 1 for a bool or an
+integer, so a finite-flag reads "finite"; a copy: zeros, so the guard's counters read
+"nothing skipped"), records the training iteration it happened in, and lets the run go
+on. Reads of CPU
 tensors are not device reads (a CPU learning-rate tensor, the loader's plans) and are
 not counted.
 """
@@ -36,7 +38,7 @@ aten = torch.ops.aten
 
 class HostReads(TorchDispatchMode):
     """Records the training iteration (0-based) of every device->host read, and answers
-    it with zeros (module docstring)."""
+    it (module docstring)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -51,7 +53,7 @@ class HostReads(TorchDispatchMode):
         source = args[0] if args and isinstance(args[0], torch.Tensor) else None
         if func is aten._local_scalar_dense.default and source.device.type != 'cpu':
             self._record()
-            return False if source.dtype == torch.bool else 0
+            return 0.0 if source.is_floating_point() else 1  # a flag: "finite"
         if (func is aten._to_copy.default and source.device.type != 'cpu'
                 and torch.device(kwargs.get('device') or source.device).type == 'cpu'):
             self._record()
@@ -63,10 +65,10 @@ class HostReads(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def meta_runner(tmp_path, monkeypatch, runtime_info: Optional[str] = None):
+def meta_runner(tmp_path, monkeypatch, runtime_info: Optional[dict] = None):
     """The demo config's runner as tools/train.py builds it, 6 iterations, logging every
-    3, no checkpoint or pictures inside the run, the model moved to ``meta``;
-    ``runtime_info``: another runtime-info hook."""
+    3, no checkpoint or pictures inside the run, the model moved to ``meta``; the lr
+    a tensor as in a compiled run; ``runtime_info``: another runtime-info hook."""
     monkeypatch.setenv('LOCAL_RANK', '0')
     cfg = prepare_train([DEMO, '--work-dir', str(tmp_path), '--cfg-options',
                          'train_cfg.max_iters=6', 'default_hooks.logger.interval=3',
@@ -76,8 +78,8 @@ def meta_runner(tmp_path, monkeypatch, runtime_info: Optional[str] = None):
                          'train_dataloader.num_workers=0',
                          'train_dataloader.persistent_workers=False',
                          'train_dataloader.batch_size=4'])
-    if runtime_info:
-        cfg.default_hooks.runtime_info = dict(type=runtime_info)
+    cfg.default_hooks.runtime_info = runtime_info or dict(type='DeviceRuntimeInfoHook',
+                                                          tensor_lr=True)
     cfg.custom_hooks = []  # the reconstruction pictures draw real pixels
     cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
     runner = build_runner(cfg)
@@ -106,7 +108,7 @@ def test_mmengines_loop_reads_the_device_every_iteration(tmp_path, monkeypatch):
     """The baseline the test above improves on, and proof that the count sees reads:
     mmengine's ``RuntimeInfoHook`` reads the losses every iteration (``.item()`` in
     ``MessageHub.update_scalar``)."""
-    runner = meta_runner(tmp_path, monkeypatch, runtime_info='RuntimeInfoHook')
+    runner = meta_runner(tmp_path, monkeypatch, dict(type='RuntimeInfoHook'))
     with HostReads() as reads:
         runner.train()
     assert sorted(set(reads.iterations) - {-1}) == list(range(6))
@@ -149,6 +151,8 @@ def test_the_log_shows_mmengines_numbers(tmp_path, monkeypatch):
     means = [float(np.mean(buffer[line['iter'] - 2:line['iter']])) for line in lines]
     assert [line['loss'] for line in lines] == means
     assert all(line['lr'] == 0.1 for line in lines)
+    # not compiled: the lr stays mmengine's float (module docstring of tensor_lr)
+    assert isinstance(runner.optim_wrapper.param_groups[0]['lr'], float)
     (log, ) = tmp_path.glob('*/*.log')
     printed = re.findall(r'Iter\(train\) \[\d/6\].*? lr: (\S+).*?loss: (\S+)',
                          log.read_text())

@@ -17,9 +17,10 @@ interval (a checkpoint saves the MessageHub), at the last iteration, before
 validation and after training. The buffers are created (empty) at the first
 iteration, so their order, and so the order of the log line, is mmengine's.
 
-Before each iteration it also keeps each param group's learning rate a tensor filled in
-place (:mod:`greenmim_mm.engine.tensor_lr`), so that a compiled step that contains the
-optimizer does not recompile when the schedulers change the lr.
+When the step is compiled, before each iteration it also keeps each param group's
+learning rate a tensor filled in place (:mod:`greenmim_mm.engine.tensor_lr`), so that a
+compiled step that contains the optimizer does not recompile when the schedulers change
+the lr.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -38,9 +39,18 @@ Row = Tuple[Tuple[str, ...], Tensor]  # the keys of an iteration, their values (
 class DeviceRuntimeInfoHook(RuntimeInfoHook):
     """``RuntimeInfoHook`` whose training scalars stay on the device between flushes
     (module docstring). Same behaviour otherwise; validation and test metrics are
-    mmengine's (read once per evaluation)."""
+    mmengine's (read once per evaluation).
 
-    def __init__(self) -> None:
+    Args:
+        tensor_lr: keep each param group's lr a tensor filled in place; None: when the
+            runner compiles the step (``compile`` in the config), the only case where
+            it helps -- eager torch Adam(W) on CUDA with a tensor lr falls back from its
+            ``foreach`` kernels to a loop over the parameters.
+    """
+
+    def __init__(self, tensor_lr: Optional[bool] = None) -> None:
+        self.tensor_lr = tensor_lr
+        self._use_tensor_lr = False
         self._pending: List[Row] = []
         self._loggers: List[LoggerHook] = []
         self._checkpoint_intervals: List[int] = []
@@ -50,6 +60,8 @@ class DeviceRuntimeInfoHook(RuntimeInfoHook):
     def before_train(self, runner) -> None:
         super().before_train(runner)
         self._pending, self._unflushed = [], 0
+        self._use_tensor_lr = (bool(runner.cfg.get('compile'))
+                               if self.tensor_lr is None else self.tensor_lr)
         self._loggers = [hook for hook in runner.hooks if isinstance(hook, LoggerHook)]
         self._checkpoint_intervals = [  # an epoch-based one saves at an epoch's end
             hook.interval for hook in runner.hooks
@@ -58,7 +70,8 @@ class DeviceRuntimeInfoHook(RuntimeInfoHook):
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         """The lr of each param group as a tensor filled in place (no recompilation of
         a compiled optimizer step), then mmengine's (it logs the lr)."""
-        keep_lr_tensors(runner.optim_wrapper, self._lr_tensors)
+        if self._use_tensor_lr:
+            keep_lr_tensors(runner.optim_wrapper, self._lr_tensors)
         super().before_train_iter(runner, batch_idx, data_batch)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
