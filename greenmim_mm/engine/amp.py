@@ -198,9 +198,9 @@ class NonFiniteGuard:
                 index += 1
                 if param.grad is None:
                     continue
-                tensors = [('param', param)] + [
-                    (name, value) for name, value in optimizer.state.get(param, {}).items()
-                    if isinstance(value, Tensor)]
+                state = optimizer.state.get(param, {})
+                tensors = [('param', param)] + [(name, value) for name, value in
+                                                state.items() if isinstance(value, Tensor)]
                 for name, tensor in tensors:
                     if tensor.device == device:
                         found[(index, name)] = tensor

@@ -144,8 +144,9 @@ def attention_layout(plan: WindowGroupPlan, backend: str = 'sdpa') -> object:
     two real tokens of one attention window, ``ws^4`` for a padded slot's pair with
     itself (bias 0: a padded row is never empty, so never NaN, in any precision) and
     ``ws^4 + 1`` for every other pair (bias ``-inf``). ``'flex'``: a
-    :class:`FlexLayout` (the ``BlockMask`` of the padded sequence plan). A few elementwise kernels on the plan's small tensors, no
-    host work; compute it once per forward and pass it to every block.
+    :class:`FlexLayout` (the ``BlockMask`` of the padded sequence plan). A few
+    elementwise kernels on the plan's small tensors, no host work; compute it once per
+    forward and pass it to every block.
     """
     if backend == 'flex':
         return _flex_block_mask(plan)

@@ -317,7 +317,8 @@ def test_flex_where_it_cannot_compile_names_sdpa(monkeypatch):
     monkeypatch.setattr(group_attention, '_compiled_flex', fails)
     with torch.no_grad(), pytest.raises(
             RuntimeError, match=r"backend='flex' could not compile FlexAttention on cpu "
-            r"\(TorchDynamoException: no C\+\+ compiler found\): use attn_backend='sdpa'$"):
+            r"\(TorchDynamoException: no C\+\+ compiler found\): "
+            r"use attn_backend='sdpa'$"):
         module.grouped(x, plan, backend='flex')
     monkeypatch.setitem(sys.modules, 'torch.nn.attention.flex_attention', None)
     with torch.no_grad(), pytest.raises(RuntimeError, match=r"needs torch.nn.attention."
