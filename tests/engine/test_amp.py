@@ -320,6 +320,7 @@ def test_float16_loss_scaling_reads_once_unless_fused(fused, reads):
 def test_the_clipped_gradient_norm_stays_on_the_device_for_the_log():
     """With ``clip_grad`` mmengine reads the norm with ``float()`` every step; here it is
     kept for the runtime-info hook, which reads it with the losses."""
+    hub = MessageHub.get_instance('test_clipped_norm')  # the current one from now on
     model = torch.nn.Linear(4, 1)
     guard = wrapper('SkipNonFiniteOptimWrapper', model, clip_grad=dict(max_norm=1e-3))
     guard.update_params(model(torch.randn(3, 4)).pow(2).sum())
@@ -327,4 +328,4 @@ def test_the_clipped_gradient_norm_stays_on_the_device_for_the_log():
     assert list(scalars) == ['grad_norm'] and isinstance(scalars['grad_norm'], torch.Tensor)
     assert float(scalars['grad_norm']) > 1e-3  # the norm before clipping
     assert guard.pop_device_scalars() == {}
-    assert 'train/grad_norm' not in MessageHub.get_current_instance().log_scalars
+    assert guard.message_hub is hub and 'train/grad_norm' not in hub.log_scalars
