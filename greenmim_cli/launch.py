@@ -22,6 +22,7 @@ import greenmim_mm  # noqa: F401  (registers the modules, applies the stack fixe
 from greenmim_mm.datasets.collate import bind_collate_backbone
 from greenmim_mm.engine.amp import AMP_DTYPES, use_safe_optim_wrapper
 from greenmim_mm.engine.checkpoint import use_safe_checkpoint_hook
+from greenmim_mm.engine.hooks.device_runtime_info_hook import use_device_runtime_info
 from greenmim_mm.engine.hooks.run_length_hook import use_run_length_hook
 from greenmim_mm.errors import UsageError
 
@@ -38,8 +39,10 @@ def use_safe_components(cfg: Config, amp: bool = False,
                         amp_dtype: Optional[str] = None) -> None:
     """mmengine's checkpoint hook and optim wrappers as their safe subclasses here
     (same arguments): crash-safe checkpoints, non-finite steps skipped, AMP on any
-    device (``amp``/``amp_dtype``: ``--amp``/``--amp-dtype``)."""
+    device (``amp``/``amp_dtype``: ``--amp``/``--amp-dtype``); and the training
+    scalars read once per logging interval (:class:`DeviceRuntimeInfoHook`)."""
     use_safe_checkpoint_hook(cfg)
+    use_device_runtime_info(cfg)
     use_safe_optim_wrapper(cfg, amp, amp_dtype)
     use_run_length_hook(cfg)  # a resume with another length follows the new schedule
 

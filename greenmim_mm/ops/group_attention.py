@@ -20,13 +20,22 @@ Backends (``backend=``):
   padded ``(G, nH, g, d)`` buffer with a float ``bias + mask`` of shape
   ``(G, nH, g, g)``; padded slots only attend to themselves so no row is empty.
 - ``'flex'`` (padding-free, meant for CUDA): FlexAttention over the ``B*N`` tokens
-  sorted by attention window, a block mask built from the window ranges (only the
-  few key blocks around each query block) and a ``score_mod`` reading the bias
-  table. Compiled on CUDA; eager elsewhere (slow, for tests only).
+  sorted by attention window (padded to a whole number of 128-token blocks, each
+  padding position its own window), a block mask built from the window ranges (only
+  the few key blocks around each query block) and a ``score_mod`` reading the bias
+  table. Always the compiled kernel, as it trains: one ``torch.compile(flex_attention,
+  dynamic=False)`` per process (:func:`compiled_flex_attention`), q/k/v cast to the
+  compute dtype (autocast's, else the tokens') and autocast off around the call,
+  ``mask_mod``/``score_mod`` from one factory each (the same code every step, the
+  step's plan as captured tensors: changing masks never recompile). Forward only on
+  the CPU (torch has no CPU backward for it). Its gradient into the bias table is
+  accumulated with atomic adds, so it is not bitwise deterministic: sdpa, the default,
+  is.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+import importlib
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -116,6 +125,8 @@ def _check_inputs(x: Tensor, plan: WindowGroupPlan, qkv: nn.Linear, num_heads: i
     if backend == 'flex' and attn_drop > 0:
         raise ValueError("attn_drop > 0 is not supported by backend='flex': use "
                          "attn_backend='sdpa' with attention dropout.")
+    if backend == 'flex':
+        check_flex_available(x.device)
     if (backend == 'flex' and x.device.type == 'cpu' and x.requires_grad
             and torch.is_grad_enabled()):
         raise ValueError("backend='flex' cannot train on the CPU (FlexAttention has no "
@@ -132,9 +143,10 @@ def attention_layout(plan: WindowGroupPlan, backend: str = 'sdpa') -> object:
     the relative position index extended by two entries: ``pos_q * ws^2 + pos_k`` for
     two real tokens of one attention window, ``ws^4`` for a padded slot's pair with
     itself (bias 0: a padded row is never empty, so never NaN, in any precision) and
-    ``ws^4 + 1`` for every other pair (bias ``-inf``). ``'flex'``: the ``BlockMask``
-    of the sequence plan. A few elementwise kernels on the plan's small tensors, no
-    host work; compute it once per forward and pass it to every block.
+    ``ws^4 + 1`` for every other pair (bias ``-inf``). ``'flex'``: a
+    :class:`FlexLayout` (the ``BlockMask`` of the padded sequence plan). A few
+    elementwise kernels on the plan's small tensors, no host work; compute it once per
+    forward and pass it to every block.
     """
     if backend == 'flex':
         return _flex_block_mask(plan)
@@ -193,59 +205,138 @@ def _sdpa_attention(tokens: Tensor, plan: WindowGroupPlan, pair: Tensor,
 # ----------------------------------------------------------------------------------
 # flex backend
 # ----------------------------------------------------------------------------------
+class FlexLayout(NamedTuple):
+    """What flex attention reads for one plan: the block mask over the padded
+    sequence and the in-window position of each of its ``Lp`` positions."""
+    block_mask: object  # torch's BlockMask, (1, 1, Lp/128 q blocks, Lp/128 kv blocks)
+    seq_pos: Tensor  # Lp int64, 0 on padding
+    length: int  # L = B*N real tokens
+
+
 _compiled_flex: Optional[Callable] = None
 
 
-def _flex_fn(device: torch.device) -> Callable:
-    """FlexAttention: compiled on CUDA (inlined when the caller is compiled), eager
-    elsewhere (reference speed only)."""
+def compiled_flex_attention() -> Callable:
+    """The one ``torch.compile(flex_attention, dynamic=False)`` of the process, built
+    at the first call. Eager ``flex_attention`` is an unfused O(L^2) reference (it
+    compiles internally with ``fullgraph=True`` and fails where this does not), so
+    it is never used for training; inside a step that is being compiled, the step's
+    compilation takes flex in and this one is not called."""
     global _compiled_flex
-    from torch.nn.attention.flex_attention import flex_attention
-    if device.type != 'cuda' or torch.compiler.is_compiling():
-        return flex_attention
     if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention)
+        from torch.nn.attention.flex_attention import flex_attention
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
     return _compiled_flex
 
 
-def _flex_block_mask(plan: WindowGroupPlan):
-    """The block mask of the sequence plan: query block ``i`` sees the contiguous key
-    blocks ``[block_low[i], block_high[i]]``, and inside them its own window only."""
+def check_flex_available(device: torch.device) -> None:
+    """Raise a one-line error naming sdpa where compiled FlexAttention cannot run."""
+    try:
+        importlib.import_module('torch.nn.attention.flex_attention')
+    except ImportError as error:
+        raise RuntimeError(
+            f"backend='flex' needs torch.nn.attention.flex_attention, which torch "
+            f"{torch.__version__} lacks ({error}): use attn_backend='sdpa'") from error
+    if device.type not in ('cuda', 'cpu'):
+        raise RuntimeError(f"backend='flex' cannot compile FlexAttention on "
+                           f"{device.type}: use attn_backend='sdpa'")
+
+
+def _window_mask_mod(seq_window: Tensor) -> Callable:
+    """Query and key share an attention window (padding: each its own window).
+    The same code object every step: only the captured tensor changes, which
+    torch.compile takes as an input (no recompilation)."""
+    def mask_mod(b, h, q_idx, kv_idx):
+        return seq_window[q_idx] == seq_window[kv_idx]
+    return mask_mod
+
+
+def _bias_score_mod(bias_table: Tensor, rel_flat: Tensor, seq_pos: Tensor,
+                    ws2: int) -> Callable:
+    """Adds the stock relative position bias of the (query, key) pair (same code object
+    every step; its gradient into ``bias_table`` is an atomic add: not deterministic)."""
+    def score_mod(score, b, h, q_idx, kv_idx):
+        entry = rel_flat[seq_pos[q_idx] * ws2 + seq_pos[kv_idx]]
+        return score + bias_table[entry, h].to(score.dtype)
+    return score_mod
+
+
+def _flex_block_mask(plan: WindowGroupPlan) -> FlexLayout:
+    """The block mask of the sequence plan, padded to a whole number of blocks: query
+    block ``i`` sees the contiguous key blocks ``[block_low[i], block_high[i]]``, and
+    inside them its own window only; a padding position (after the ``L`` tokens, in the
+    last block) is a window of its own, so no row is fully masked."""
     from torch.nn.attention.flex_attention import BlockMask
     seq_window = plan.seq_window
     length = seq_window.shape[0]
     num_blocks = -(-length // FLEX_BLOCK)
+    pad = num_blocks * FLEX_BLOCK - length
+    device = seq_window.device
+    padding = -1 - torch.arange(pad, device=device)  # -1, -2, ...: never a real window
+    seq_window = torch.cat([seq_window, padding])  # Lp
+    seq_pos = torch.cat([plan.seq_pos, torch.zeros_like(padding)])  # Lp
     kv_num = (plan.block_high - plan.block_low + 1).to(torch.int32)[None, None]  # 1,1,nB
     kv_indices = (plan.block_low[:, None] + torch.arange(
-        num_blocks, device=seq_window.device)).clamp(max=num_blocks - 1)  # nB, nB
+        num_blocks, device=device)).clamp(max=num_blocks - 1)  # nB, nB
     kv_indices = kv_indices.to(torch.int32)[None, None]  # 1, 1, nB, nB
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        return seq_window[q_idx] == seq_window[kv_idx]
-
-    return BlockMask.from_kv_blocks(kv_num, kv_indices, BLOCK_SIZE=FLEX_BLOCK,
-                                    mask_mod=mask_mod, seq_lengths=(length, length))
+    block_mask = BlockMask.from_kv_blocks(
+        kv_num, kv_indices, BLOCK_SIZE=FLEX_BLOCK, mask_mod=_window_mask_mod(seq_window),
+        seq_lengths=(length + pad, length + pad))
+    return FlexLayout(block_mask, seq_pos, length)
 
 
-def _flex_attention(tokens: Tensor, plan: WindowGroupPlan, block_mask, num_heads: int,
-                    scale: float, bias_table: Optional[Tensor],
+def _compute_dtype(tokens: Tensor) -> torch.dtype:
+    device_type = tokens.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return tokens.dtype
+
+
+def _flex_attention(tokens: Tensor, plan: WindowGroupPlan, layout: FlexLayout,
+                    num_heads: int, scale: float, bias_table: Optional[Tensor],
                     rel_index: Optional[Tensor]) -> Tensor:
-    """``(B*N, 3C')`` q/k/v rows -> ``(B*N, C')``, FlexAttention without padding."""
-    order, seq_pos = plan.seq_order, plan.seq_pos
+    """``(B*N, 3C')`` q/k/v rows -> ``(B*N, C')``, compiled FlexAttention on the tokens
+    sorted by window (padded to whole blocks), q/k/v in the compute dtype, autocast off
+    around the kernel (mixed fp32/bf16 inputs break its compiled backward)."""
+    check_flex_available(tokens.device)
     length, inner = tokens.shape[0], tokens.shape[1] // 3
-    # 3, 1, nH, L, d
-    q, k, v = tokens[order].view(1, length, 3, num_heads, -1).permute(2, 0, 3, 1, 4)
+    padded = layout.seq_pos.shape[0]
+    rows = tokens[plan.seq_order].to(_compute_dtype(tokens))  # L, 3C'
+    rows = F.pad(rows, (0, 0, 0, padded - length))  # Lp, 3C'
+    # 3, 1, nH, Lp, d
+    q, k, v = rows.view(1, padded, 3, num_heads, -1).permute(2, 0, 3, 1, 4)
     score_mod = None
     if bias_table is not None:
-        ws2 = plan.window_size ** 2
-        rel_flat = rel_index.reshape(-1).to(torch.int64)
+        score_mod = _bias_score_mod(bias_table, rel_index.reshape(-1).to(torch.int64),
+                                    layout.seq_pos, plan.window_size ** 2)
+    if torch.compiler.is_compiling():  # the caller's compilation takes flex in
+        from torch.nn.attention.flex_attention import flex_attention as flex
+    else:
+        flex = compiled_flex_attention()
+    with torch.autocast(tokens.device.type, enabled=False):
+        try:
+            out = flex(q.contiguous(), k.contiguous(), v.contiguous(),
+                       score_mod=score_mod, block_mask=layout.block_mask,
+                       scale=scale)  # 1, nH, Lp, d
+        except _compile_errors() as error:
+            from torch._dynamo.exc import RecompileError
+            if isinstance(error, RecompileError):  # error_on_recompile: not a failure
+                raise
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ''
+            raise RuntimeError(
+                f"backend='flex' could not compile FlexAttention on {tokens.device} "
+                f"({type(error).__name__}: {first}): use attn_backend='sdpa'") from error
+    out = out[0].transpose(0, 1).reshape(padded, inner)[:length]  # L, C' (sequence order)
+    return torch.empty_like(out).index_copy(0, plan.seq_order, out)  # B*N, C'
 
-        def score_mod(score, b, h, q_idx, kv_idx):
-            entry = rel_flat[seq_pos[q_idx] * ws2 + seq_pos[kv_idx]]
-            return score + bias_table[entry, h].to(score.dtype)
 
-    flex = _flex_fn(tokens.device)
-    out = flex(q.contiguous(), k.contiguous(), v.contiguous(), score_mod=score_mod,
-               block_mask=block_mask, scale=scale)  # 1, nH, L, d
-    out = out[0].transpose(0, 1).reshape(length, inner)  # L, C' in sequence order
-    return torch.empty_like(out).index_copy(0, order, out)  # B*N, C'
+def _compile_errors() -> tuple:
+    """The exceptions torch.compile raises when it cannot build the kernel."""
+    from torch._dynamo.exc import TorchDynamoException
+    errors: tuple = (TorchDynamoException, )
+    try:
+        from torch._inductor.exc import InductorError
+        errors += (InductorError, )
+    except ImportError:
+        pass
+    return errors

@@ -223,6 +223,43 @@ def test_compiled_step_compiles_once_and_follows_eager():
     torch.testing.assert_close(losses['compiled'], losses['eager'], rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize('tensor_lr', [True, False])
+def test_compiled_step_with_the_optimizer_and_a_changing_lr_never_recompiles(tensor_lr):
+    """The step as ``tools/train.py`` runs it compiled: the non-finite guard's optim
+    wrapper, AdamW inside the compiled step, the lr changed by a scheduler every
+    step, 10 steps with fresh masks: no recompilation with the lr kept as a tensor
+    (what ``DeviceRuntimeInfoHook`` does before each iteration). With mmengine's Python
+    float lr AdamW recompiles at the first change (the baseline, and proof that the
+    check sees recompilations)."""
+    from mmengine.optim import LinearLR
+
+    from greenmim_mm.engine.tensor_lr import keep_lr_tensors
+    batches = [collate(SWIN, seed=seed) for seed in range(10)]
+    model = build_model(SWIN)
+    optim_wrapper = build_optim_wrapper(model, dict(OPTIM,
+                                                    type='SkipNonFiniteOptimWrapper'))
+    scheduler = LinearLR(optim_wrapper, start_factor=0.1, by_epoch=False, end=10)
+    dynamo.reset()
+    step = torch.compile(model.train_step, backend='eager')
+    tensors: dict = {}
+    lrs = []
+    try:
+        with dynamo.config.patch(error_on_recompile=True):
+            for batch in batches:
+                if tensor_lr:
+                    keep_lr_tensors(optim_wrapper, tensors)
+                lrs.append(float(optim_wrapper.param_groups[0]['lr']))
+                step(batch, optim_wrapper)
+                scheduler.step()
+    except dynamo.exc.RecompileError as error:
+        assert not tensor_lr, error
+        assert "['lr']" in str(error)
+        return
+    finally:
+        dynamo.reset()
+    assert tensor_lr and len(set(lrs)) == 10
+
+
 def test_compiling_without_the_loader_plan_is_a_clear_error():
     model = build_model(SWIN)
     batch = collate(SWIN)

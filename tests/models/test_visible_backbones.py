@@ -166,11 +166,10 @@ def test_autocast(family, dtype):
     assert error < 0.05, float(error)
 
 
-@pytest.mark.filterwarnings('ignore:flex_attention called without torch.compile')
 @pytest.mark.parametrize('family', FAMILIES)
 def test_flex_backend_forward_on_cpu(family):
-    """attn_backend='flex' runs eagerly on the CPU (forward only: torch has no CPU
-    backward for it) and gives the sdpa backend's features."""
+    """attn_backend='flex' (the compiled kernel) runs on the CPU (forward only: torch
+    has no CPU backward for it) and gives the sdpa backend's features."""
     model = BUILDERS[family](**WINDOW_2[family])
     flex = BUILDERS[family](**WINDOW_2[family], attn_backend='flex')
     img, mask = torch.randn(2, 3, 64, 64), random_masks(2, (2, 2), 2)

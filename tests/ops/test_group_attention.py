@@ -246,21 +246,90 @@ def test_shift_regions_with_every_token_visible(hw, ws, shift):
                                atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.filterwarnings('ignore:flex_attention called without torch.compile')
 @pytest.mark.parametrize('bias', [True, False])
-def test_flex_backend_forward_on_cpu(bias):
-    # Eager FlexAttention on the CPU (slow, unfused): forward only, torch has no
-    # CPU backward for it. The CUDA test below covers the backward.
-    module, x, coords, hw = make_case((128, 160), 8, 7, seed=5, bias=bias)  # 16x20 map
-    plan = plan_window_groups(coords, hw, 7, 3)
+def test_compiled_flex_never_recompiles_with_changing_masks(bias):
+    """FlexAttention as it trains: the one ``torch.compile(flex_attention,
+    dynamic=False)``, one module, 10 steps with fresh masks (same shapes, as the
+    loader's plans have): compiled at the first step, never again, and every step
+    equals the masked dense reference. Forward only (torch has no CPU backward for it;
+    the CUDA test below covers the backward). 16x20 map: 2 x 120 tokens, padded to 256."""
+    import torch._dynamo as dynamo
+    module, _, _, hw = make_case((128, 160), 8, 7, seed=0, bias=bias)
+    dynamo.reset()
     with torch.no_grad():
+        for step in range(10):
+            _, x, coords, _ = make_case((128, 160), 8, 7, seed=step, bias=bias)
+            plan = plan_window_groups(coords, hw, 7, 3)
+            with dynamo.config.patch(error_on_recompile=step > 0):
+                out = module.grouped(x, plan, backend='flex')
+            torch.testing.assert_close(out, module.reference(x, coords, hw, 7, 3),
+                                       atol=1e-5, rtol=1e-5)
+    dynamo.reset()
+
+
+@pytest.mark.filterwarnings('ignore:flex_attention called without torch.compile')
+def test_flex_gets_the_compute_dtype_without_autocast(monkeypatch):
+    """Under bf16 autocast, q/k/v reach the kernel in bfloat16 (all three, cast by the
+    op) with autocast off (mixed fp32/bf16 inputs break flex's compiled backward). The
+    kernel is replaced by eager flex here (the dtypes are the point, not the speed)."""
+    import greenmim_mm.ops.group_attention as group_attention
+    from torch.nn.attention.flex_attention import flex_attention
+    seen = []
+
+    def spy(q, k, v, **kwargs):
+        seen.append(((q.dtype, k.dtype, v.dtype), torch.is_autocast_enabled('cpu')))
+        return flex_attention(q, k, v, **kwargs)
+
+    monkeypatch.setattr(group_attention, '_compiled_flex', spy)
+    module, x, coords, hw = make_case((128, 160), 8, 7, seed=5)
+    plan = plan_window_groups(coords, hw, 7, 3)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         out = module.grouped(x, plan, backend='flex')
-    torch.testing.assert_close(out, module.reference(x, coords, hw, 7, 3),
-                               atol=1e-5, rtol=1e-5)
+        # float32 rows (e.g. a qkv kept in float32) are cast by the op too
+        tokens = module.qkv(x.reshape(-1, x.shape[-1])).float()
+        group_attention._flex_attention(
+            tokens, plan, group_attention.attention_layout(plan, 'flex'),
+            module.num_heads, module.scale, module.bias_table, module.rel_index)
+    assert seen == [((torch.bfloat16, ) * 3, False)] * 2
+    assert out.dtype == torch.bfloat16  # proj ran under autocast again
+    ref = module.reference(x, coords, hw, 7, 3)
+    assert (out.float() - ref).norm() / ref.norm() < 0.02
+
+
+def test_flex_where_it_cannot_compile_names_sdpa(monkeypatch):
+    """One line naming sdpa: a device it cannot compile for, a torch without flex, a
+    compilation that fails."""
+    import copy
+    import sys
+
+    import greenmim_mm.ops.group_attention as group_attention
+    from torch._dynamo.exc import TorchDynamoException
+    module, x, coords, hw = make_case((128, 160), 8, 7, seed=5)
+    plan = plan_window_groups(coords, hw, 7, 3)
+    with pytest.raises(RuntimeError, match="backend='flex' cannot compile "
+                       "FlexAttention on meta: use attn_backend='sdpa'$"):
+        copy.deepcopy(module).to('meta').grouped(x.to('meta'), plan.to('meta'),
+                                                 backend='flex')
+
+    def fails(*args, **kwargs):
+        raise TorchDynamoException('no C++ compiler found\nlong trace')
+
+    monkeypatch.setattr(group_attention, '_compiled_flex', fails)
+    with torch.no_grad(), pytest.raises(
+            RuntimeError, match=r"backend='flex' could not compile FlexAttention on cpu "
+            r"\(TorchDynamoException: no C\+\+ compiler found\): "
+            r"use attn_backend='sdpa'$"):
+        module.grouped(x, plan, backend='flex')
+    monkeypatch.setitem(sys.modules, 'torch.nn.attention.flex_attention', None)
+    with torch.no_grad(), pytest.raises(RuntimeError, match=r"needs torch.nn.attention."
+                                        r"flex_attention, which torch .* lacks .*: use "
+                                        r"attn_backend='sdpa'$"):
+        module.grouped(x, plan, backend='flex')
 
 
 @pytest.mark.parametrize('image_hw,stride,ws,shift', [((256, 320), 4, 7, 3),
-                                                      ((224, 224), 8, 14, 7)])
+                                                      ((224, 224), 8, 14, 7),
+                                                      ((128, 160), 8, 7, 3)])  # padded
 def test_flex_block_mask_covers_exactly_the_window_blocks(image_hw, stride, ws, shift):
     # Eager flex evaluates mask_mod densely; the compiled kernel visits only the
     # listed key blocks, so check them: block (i, j) is listed iff a query of block i
@@ -270,7 +339,7 @@ def test_flex_block_mask_covers_exactly_the_window_blocks(image_hw, stride, ws, 
     module, x, coords, hw = make_case(image_hw, stride, ws, batch=4, seed=8)
     plan = plan_window_groups(coords, hw, ws, shift)
     order, seq_window = plan.seq_order, plan.seq_window
-    block_mask = attention_layout(plan, 'flex')
+    block_mask = attention_layout(plan, 'flex').block_mask
     assert torch.equal(order.sort().values, torch.arange(order.numel()))
     assert torch.equal(plan.slot_window.view(-1)[plan.token_slot[order]], seq_window)
     length = seq_window.numel()
@@ -280,6 +349,11 @@ def test_flex_block_mask_covers_exactly_the_window_blocks(image_hw, stride, ws, 
                           0, num_blocks * _FLEX_BLOCK - length))
     truth = padded.view(num_blocks, _FLEX_BLOCK, num_blocks, _FLEX_BLOCK).any(3).any(1)
     assert torch.equal(block_mask.to_dense()[0, 0].bool(), truth)
+    # the padding after the L tokens: each position its own window (no empty row)
+    keys = torch.arange(num_blocks * _FLEX_BLOCK)
+    for query in range(length, num_blocks * _FLEX_BLOCK):
+        allowed = block_mask.mask_mod(0, 0, torch.tensor(query), keys)
+        assert torch.equal(allowed.nonzero().view(-1), torch.tensor([query]))
 
 
 @pytest.mark.cuda

@@ -50,8 +50,9 @@ class GreenMIMSwinTransformer(VisibleBackboneMixin, SwinTransformer):
             None: that value. Give it to have configs checked against it.
         attn_backend: backend of
             :func:`greenmim_mm.ops.group_attention.group_window_attention` in the
-            visible-only path, ``'sdpa'`` (any device) or ``'flex'`` (padding-free,
-            for CUDA; no attention dropout). Defaults to ``'sdpa'``.
+            visible-only path, ``'sdpa'`` (any device, deterministic) or ``'flex'``
+            (padding-free compiled FlexAttention, for CUDA; no attention dropout; its
+            bias-table gradient is not bitwise deterministic). Defaults to ``'sdpa'``.
         *args, **kwargs: passed to ``SwinTransformer``.
 
     ``forward(x, mask=None, plan=None)``: see :mod:`greenmim_mm.models.backbones.base`.
