@@ -226,7 +226,11 @@ def _build_runner(cfg: Config):
 
 
 def _end_distributed() -> None:
-    if torch_dist.is_initialized():  # a gloo group left to interpreter exit can abort
+    """Tear the process group down together: a gloo group left to interpreter exit, or
+    destroyed by one process while another still works in it, can abort the process
+    ("terminate called without an active exception", seen under load)."""
+    if torch_dist.is_initialized():
+        torch_dist.barrier()
         torch_dist.destroy_process_group()
 
 

@@ -2,6 +2,8 @@
 ``tests/`` on ``sys.path`` for its ``conftest.py``).
 
 - :func:`random_masks`: the package's one random unit-mask maker with a seed.
+- :func:`tiny_greenmim`: a GreenMIM model (decoder of 32 channels, normalised-pixel
+  loss) around a tiny backbone config, seeded.
 - :func:`layout_coords`, :func:`gather_at`, :func:`scatter_at`: the token layout of
   the visible-only path (unit-major, Z order inside a unit) and token placement,
   written here from their definitions, independent of ``greenmim_mm.ops.masking``,
@@ -83,3 +85,22 @@ def run_log(work_dir: str) -> str:
         with open(log) as f:
             texts.append(f.read())
     return ''.join(texts)
+
+
+def tiny_greenmim(backbone: dict, seed: int = 0, mask_mode: str = 'sample',
+                  embed_dim: int = 128):
+    """A GreenMIM model with a light decoder around ``backbone`` (its last stage is
+    ``embed_dim`` wide), weights drawn after ``torch.manual_seed(seed)``; build it in
+    mmpretrain's registry scope."""
+    from mmpretrain.registry import MODELS
+    torch.manual_seed(seed)
+    model = MODELS.build(dict(
+        type='GreenMIM', backbone=backbone, mask_mode=mask_mode,
+        data_preprocessor=dict(mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375], to_rgb=True),
+        neck=dict(type='GreenMIMDecoder', patch_size=32, embed_dim=embed_dim,
+                  decoder_embed_dim=32, decoder_num_heads=2),
+        head=dict(type='MAEPretrainHead', norm_pix=True, patch_size=32,
+                  loss=dict(type='PixelReconstructionLoss', criterion='L2'))))
+    model.init_weights()
+    return model

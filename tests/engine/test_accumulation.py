@@ -9,12 +9,12 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import MessageHub
 from mmengine.registry import DefaultScope, OPTIM_WRAPPERS
-from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from greenmim_mm.datasets import greenmim_collate
 from greenmim_mm.engine.accumulation import AccumulatingRunner, batch_of_one_update
 from greenmim_mm.ops.masking import random_unit_masks
+from helpers import tiny_greenmim
 
 IMG = 128  # a 4x4 grid of 32 px units
 SWIN = dict(type='GreenMIMSwinTransformer',
@@ -29,17 +29,8 @@ def mmpretrain_scope():
 
 
 def build_model(seed: int = 0):
-    torch.manual_seed(seed)
-    model = MODELS.build(dict(
-        type='GreenMIM', backbone=SWIN,
-        data_preprocessor=dict(mean=[123.675, 116.28, 103.53],
-                               std=[58.395, 57.12, 57.375], to_rgb=True),
-        neck=dict(type='GreenMIMDecoder', patch_size=32, embed_dim=128,
-                  decoder_embed_dim=32, decoder_num_heads=2),
-        head=dict(type='MAEPretrainHead', norm_pix=True, patch_size=32,
-                  loss=dict(type='PixelReconstructionLoss', criterion='L2'))))
-    model.init_weights()
-    return model.double()  # float64: the equality below is of sums in another order
+    # float64: the equality below is of sums in another order
+    return tiny_greenmim(SWIN, seed).double()
 
 
 def samples(batch: int, seed: int = 0) -> List[dict]:

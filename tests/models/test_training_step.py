@@ -26,6 +26,7 @@ import greenmim_mm.ops.window_plan as window_plan
 from greenmim_mm.datasets import greenmim_collate
 from greenmim_mm.ops.masking import random_unit_masks
 from greenmim_mm.ops.visible_plan import VisiblePlan
+from helpers import tiny_greenmim
 
 IMG = 128  # a 4x4 grid of 32 px units
 SWIN = dict(type='GreenMIMSwinTransformer',
@@ -48,17 +49,7 @@ def mmpretrain_scope():
 
 
 def build_model(backbone: dict, seed: int = 0, mask_mode: str = 'sample'):
-    torch.manual_seed(seed)
-    model = MODELS.build(dict(
-        type='GreenMIM', backbone=backbone, mask_mode=mask_mode,
-        data_preprocessor=dict(mean=[123.675, 116.28, 103.53],
-                               std=[58.395, 57.12, 57.375], to_rgb=True),
-        neck=dict(type='GreenMIMDecoder', patch_size=32, embed_dim=128,
-                  decoder_embed_dim=32, decoder_num_heads=2),
-        head=dict(type='MAEPretrainHead', norm_pix=True, patch_size=32,
-                  loss=dict(type='PixelReconstructionLoss', criterion='L2'))))
-    model.init_weights()
-    return model
+    return tiny_greenmim(backbone, seed, mask_mode)
 
 
 def pipeline_samples(batch: int, seed: int, num_visible: int = 4) -> List[dict]:
