@@ -8,6 +8,7 @@ masks, every stage, forward and backward. What every backbone must do (train mod
 gradients, autocast, flex, checkpoints, registries, bad input) is in
 ``test_visible_backbones.py``.
 """
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -16,11 +17,15 @@ from equivalence import SWIN_V2_TINY as TINY
 from equivalence import TOL, check_equivalence, loss_of
 from equivalence import build_swin_v2 as build
 from helpers import random_masks, visible_layout_tokens
+from mmengine.config import Config
 from mmpretrain.models.backbones import SwinTransformerV2
+from mmpretrain.registry import MODELS
 
 from greenmim_mm.models.backbones import GreenMIMSwinTransformerV2
 from greenmim_mm.models.backbones.layers import swin_v2 as visible_layers
 from swin_reference import masked_dense_forward_v2
+
+CONFIGS = Path(__file__).resolve().parents[2] / 'configs'
 
 
 # --------------------------------------------------------------------------------
@@ -145,6 +150,54 @@ def test_base_arch_on_meta_device(window_size, img, monkeypatch):
     out = model(torch.empty(2, 3, img, img, device='meta'),
                 random_masks(2, (grid, grid), num_visible))
     assert out[-1].shape == (2, num_visible, 1024)
+
+
+@pytest.mark.parametrize('name,img,windows', [
+    # maps 48/24/12/6: stage 2 is one window (no shift), stage 3's window is its map
+    ('greenmim_swin-v2-base-w12_8xb256-amp-coslr-800e_in1k-192px', 192,
+     [[(12, 0), (12, 6)]] * 2 + [[(12, 0)], [(6, 0)]]),
+    # maps 64/32/16/8
+    ('greenmim_swin-v2-base-w16_8xb256-amp-coslr-800e_in1k-256px', 256,
+     [[(16, 0), (16, 8)]] * 2 + [[(16, 0)], [(8, 0)]]),
+])
+def test_pretraining_configs(name, img, windows, monkeypatch):
+    """Swin V2-B at the crop size of its config, the windows each stage really uses;
+    the fine-tuning config's pretrained_window_sizes are the w12 pretraining's windows."""
+    cfg = Config.fromfile(CONFIGS / 'pretrain' / f'{name}.py')
+    crop = [step['scale'] for step in cfg.train_dataloader.dataset.pipeline
+            if step['type'] == 'RandomResizedCrop']
+    assert crop == [img] and cfg.model.backbone.img_size == img
+    assert cfg.model.neck.embed_dim == 1024
+    linspace = torch.linspace  # Swin calls .item() on its drop path rates
+    monkeypatch.setattr(torch, 'linspace',
+                        lambda *args, **kwargs: linspace(*args, **kwargs, device='cpu'))
+    with torch.device('meta'):
+        backbone = MODELS.build(cfg.model.backbone)
+    geometry = backbone.visible_geometry((img, img))
+    assert [list(dict.fromkeys(stage.windows)) for stage in geometry.stages] == windows
+    if img == 192:
+        finetune = Config.fromfile(
+            CONFIGS / 'classification' /
+            'greenmim_swin-v2-base-w16_8xb128-coslr-100e_in1k-256px.py')
+        assert finetune.model.backbone.pretrained_window_sizes == \
+            cfg.model.backbone.window_size
+
+
+def test_demo_config_trains_one_step():
+    from mmpretrain.structures import DataSample
+    cfg = Config.fromfile(
+        CONFIGS / 'pretrain' / 'greenmim_swin-v2-demo-w4_1xb16-400it_photos-128px.py')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    assert type(model.backbone) is GreenMIMSwinTransformerV2
+    samples = [DataSample() for _ in range(2)]
+    for sample, mask in zip(samples, random_masks(2, (4, 4), 4)):
+        sample.mask = mask
+    losses = model.loss(torch.randn(2, 3, 128, 128), samples)
+    losses['loss'].backward()
+    assert torch.isfinite(losses['loss'])
+    assert model.backbone.stages[0].blocks[0].attn.w_msa.logit_scale.grad.abs().sum() > 0
 
 
 def test_bad_configs_raise_with_the_fix():
