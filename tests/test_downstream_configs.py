@@ -14,7 +14,7 @@ from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.model.weight_init import PretrainedInit
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import WEIGHT_INITIALIZERS, DefaultScope, build_from_cfg
-from mmpretrain.models import SVT, SwinTransformer
+from mmpretrain.models import SVT, SwinTransformer, SwinTransformerV2
 from torch import nn
 
 import greenmim_mm  # noqa: F401  (registration, checkpoint compat)
@@ -97,14 +97,16 @@ def assert_loaded(module: nn.Module, state_dict: Dict[str, torch.Tensor]) -> Non
 def test_config_builds_and_runs(path):
     """Every downstream config parses, loads its backbone with the strict initializer,
     builds at full size and runs backbone + neck (+ head): 224 px for classification
-    (the fine-tuning size), 64 px for detection (small maps padded to one window)."""
+    (the fine-tuning size; 256 px for the Swin V2 configs), 64 px for detection
+    (small maps padded to one window)."""
     cfg = Config.fromfile(path)
     assert 'greenmim_mm' in cfg.custom_imports.imports
     assert cfg.model.backbone.init_cfg.type == 'GreenMIMPretrained'
     assert cfg.model.backbone.init_cfg.prefix == 'backbone.'
     with shapes_only():
         model = build(cfg.model, cfg.default_scope).eval()
-    image = torch.zeros(1, 3, *((64, 64) if cfg.default_scope == 'mmdet' else (224, 224)))
+    size = 64 if cfg.default_scope == 'mmdet' else test_crop_size(cfg)
+    image = torch.zeros(1, 3, size, size)
     with torch.no_grad():
         feats = model.extract_feat(image)
         if cfg.default_scope == 'mmdet':
@@ -114,6 +116,15 @@ def test_config_builds_and_runs(path):
         else:
             assert feats[-1].shape == (1, cfg.model.head.in_channels)
             assert model.head(feats).shape == (1, 1000)
+
+
+def test_crop_size(cfg: Config) -> int:
+    """The side of the images a classification config evaluates (its CenterCrop)."""
+    return next(step['crop_size'] for step in cfg.test_dataloader.dataset.pipeline
+                if step['type'] == 'CenterCrop')
+
+
+test_crop_size.__test__ = False  # a helper, not a test
 
 
 def expected_layer_depths(model: nn.Module) -> Tuple[Dict[str, int], int]:
@@ -135,6 +146,14 @@ def expected_layer_depths(model: nn.Module) -> Tuple[Dict[str, int], int]:
                 named[f'stages.{i}.blocks.{j}'] = (block, blocks)
             if stage.downsample is not None:
                 named[f'stages.{i}.downsample'] = (stage.downsample, blocks)
+    elif isinstance(backbone, SwinTransformerV2):  # patch merging opens a stage
+        named['patch_embed'] = (backbone.patch_embed, 0)
+        for i, stage in enumerate(backbone.stages):
+            if stage.downsample is not None:
+                named[f'stages.{i}.downsample'] = (stage.downsample, blocks)
+            for j, block in enumerate(stage.blocks):
+                blocks += 1
+                named[f'stages.{i}.blocks.{j}'] = (block, blocks)
     else:
         assert isinstance(backbone, SVT), type(backbone)
         named['patch_embeds.0'] = (backbone.patch_embeds[0], 0)
@@ -320,6 +339,58 @@ def test_window_change_resizes_the_bias_tables(tmp_path):
             assert torch.equal(state[key], table), key
     for key, index in fresh_index.items():
         assert torch.equal(state[key], index), key
+
+
+TINY_SWIN_V2 = dict(TINY_SWIN, extra_norm_every_n_blocks=0)
+
+
+def test_swin_v2_pretraining_loads_into_the_stock_finetune_backbone(tmp_path):
+    """A GreenMIM Swin V2 pretraining checkpoint (window 4 at 128 px, as 12 at 192)
+    into the fine-tuning config's stock SwinTransformerV2 (window 8 at 256 px, as 16,
+    pretrained_window_sizes=[4, 4, 4, 2]), strictly: every parameter loads as is (the
+    position bias is an MLP of the coordinates, whatever the window), and the stock
+    class rebuilds its coordinate tables from the new windows scaled to the old."""
+    from greenmim_mm.models.backbones import GreenMIMSwinTransformerV2
+    source = GreenMIMSwinTransformerV2(arch=TINY_SWIN_V2, img_size=128,
+                                       window_size=[4, 4, 4, 2])
+    path = save_checkpoint(tmp_path / 'pretrain.pth', source.state_dict())
+    cfg = Config.fromfile(osp.join(
+        REPO_ROOT, 'configs', 'classification',
+        'greenmim_swin-v2-base-w16_8xb128-coslr-100e_in1k-256px.py'))
+    backbone = dict(cfg.model.backbone, arch=TINY_SWIN_V2, window_size=[8, 8, 8, 4],
+                    pretrained_window_sizes=[4, 4, 4, 2],
+                    init_cfg=dict(cfg.model.backbone.init_cfg, checkpoint=path))
+    model = build(backbone, 'mmpretrain')
+    assert type(model) is SwinTransformerV2
+    model.init_weights()
+    rebuilt = ('relative_position_index', 'relative_coords_table')
+    assert_loaded(model, {k: v for k, v in source.state_dict().items()
+                          if not k.endswith(rebuilt)})
+    w_msa = model.stages[0].blocks[0].attn.w_msa
+    assert w_msa.relative_coords_table.shape == (1, 15, 15, 2)
+    # coordinates scaled to the pretraining window: offset 3 of window 4 -> 8
+    scaled = torch.tensor(3 / 3 * 8)
+    expected = torch.sign(scaled) * torch.log2(scaled.abs() + 1) / np.log2(8)
+    torch.testing.assert_close(w_msa.relative_coords_table[0, 7 + 3, 7, 0], expected)
+
+
+@pytest.mark.parametrize('source_v2', [True, False], ids=['v2-in-v1', 'v1-in-v2'])
+def test_swin_v1_and_v2_checkpoints_do_not_mix(source_v2, tmp_path):
+    """A Swin V2 checkpoint in a Swin config (and the reverse) stops with a line naming
+    the backbone type to use."""
+    v1 = dict(type='SwinTransformer', arch=TINY_SWIN, window_size=4)
+    v2 = dict(type='SwinTransformerV2', arch=TINY_SWIN_V2, window_size=4)
+    source, target = (v2, v1) if source_v2 else (v1, v2)
+    path = save_checkpoint(tmp_path / 'source.pth',
+                           build(source, 'mmpretrain').state_dict())
+    model = build(dict(target, init_cfg=init_cfg(path)), 'mmpretrain')
+    with pytest.raises(CheckpointMismatchError) as error:
+        model.init_weights()
+    fix = "type='SwinTransformerV2'" if source_v2 else "type='SwinTransformer'"
+    line = [line for line in str(error.value).splitlines() if 'checkpoint in a' in line]
+    assert len(line) == 1 and fix in line[0], str(error.value)
+    assert ('This is a Swin V2 checkpoint in a Swin (V1) config' if source_v2 else
+            'This is a Swin (V1) checkpoint in a Swin V2 config') in line[0]
 
 
 def test_pretrain_checkpoint_loads_into_the_detector(tmp_path):

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--arch', default=None, help='arch of both models: '
                         + '; '.join(f'{b}: {", ".join(a)}' for b, a in
                                     GREENMIM_CONFIGS.items())
-                        + ' (default: tiny for swin, small for twins)')
+                        + ' (default: tiny for swin, small for twins, base for swin_v2)')
     parser.add_argument('--greenmim-config', default='',
                         help='GreenMIM config instead of the one of --arch')
     parser.add_argument('--batch-size', type=batch_size, nargs='+', default=[8],

@@ -11,6 +11,9 @@ Every config path the benchmarks read is in :data:`GREENMIM_CONFIGS` and
 - ``twins``: GreenMIM Twins against the same Twins trained the SimMIM way
   (``SimMIMSVT``). mmpretrain has no SimMIM Twins config, so it is derived from the
   GreenMIM config in :func:`simmim_twins`.
+- ``swin_v2``: GreenMIM Swin V2 against the same Swin V2 trained the SimMIM way
+  (``SimMIMSwinTransformerV2``), derived likewise (:func:`simmim_swin_v2`): same
+  resolution, window and batch.
 """
 import copy
 import importlib
@@ -34,8 +37,12 @@ GREENMIM_CONFIGS: Dict[str, Dict[str, str]] = {  # backbone -> arch -> config
         'large': 'configs/pretrain/greenmim_twins_l.py',
         'demo': 'configs/pretrain/greenmim_twins_demo.py',
     },
+    'swin_v2': {  # Swin V2-B at SimMIM's Swin V2 geometry, 192 px, window 12
+        'base': 'configs/pretrain/greenmim_swin-v2-base-w12_8xb256-amp-coslr-800e_in1k-192px.py',
+        'demo': 'configs/pretrain/greenmim_swin-v2-demo-w4_1xb16-400it_photos-128px.py',
+    },
 }
-DEFAULT_ARCH = {'swin': 'tiny', 'twins': 'small'}
+DEFAULT_ARCH = {'swin': 'tiny', 'twins': 'small', 'swin_v2': 'base'}
 SIMMIM_SWIN_CONFIG = ('mmpretrain::simmim/'
                       'simmim_swin-base-w6_8xb256-amp-coslr-100e_in1k-192px.py')
 
@@ -77,19 +84,31 @@ def simmim_swin(greenmim: Config) -> Config:
 
 
 def simmim_twins(greenmim: Config) -> Config:
-    """The SimMIM Twins config matching a GreenMIM Twins config.
-
-    Same backbone arguments (as ``SimMIMSVT``), same crop and flip, the mask drawn by
-    ``SimMIMMaskGenerator`` with 32 px mask patches at the GreenMIM ratio,
-    ``SimMIMLinearDecoder`` and ``SimMIMHead`` (L1), ``default_collate``: what
-    mmpretrain's SimMIM configs use.
-    """
+    """The SimMIM Twins config matching a GreenMIM Twins config (``SimMIMSVT``)."""
     from mmpretrain.models.backbones import SVT
+    return derived_simmim(greenmim, 'SimMIMSVT', SVT)
 
+
+def simmim_swin_v2(greenmim: Config) -> Config:
+    """The SimMIM Swin V2 config matching a GreenMIM Swin V2 config
+    (``SimMIMSwinTransformerV2``)."""
+    from mmpretrain.models.backbones import SwinTransformerV2
+    return derived_simmim(greenmim, 'SimMIMSwinTransformerV2', SwinTransformerV2)
+
+
+def derived_simmim(greenmim: Config, backbone_type: str, stock_cls: type) -> Config:
+    """The SimMIM config matching a GreenMIM config, for a backbone mmpretrain has no
+    SimMIM config of.
+
+    Same backbone arguments (as ``backbone_type``, a subclass of ``stock_cls``), same
+    crop and flip, the mask drawn by ``SimMIMMaskGenerator`` with 32 px mask patches at
+    the GreenMIM ratio, ``SimMIMLinearDecoder`` and ``SimMIMHead`` (L1),
+    ``default_collate``: what mmpretrain's SimMIM configs use.
+    """
     backbone = copy.deepcopy(dict(greenmim.model.backbone))
     for key in ('mask_unit', 'attn_backend', 'conv_backend'):
         backbone.pop(key, None)
-    backbone['type'] = 'SimMIMSVT'
+    backbone['type'] = backbone_type
     preprocessor = dict(greenmim.model.data_preprocessor, type='SelfSupDataPreprocessor')
     pipeline = []
     for step in greenmim.get('train_pipeline') or greenmim.train_dataloader.dataset.pipeline:
@@ -108,7 +127,7 @@ def simmim_twins(greenmim: Config) -> Config:
             data_preprocessor=preprocessor,
             backbone=backbone,
             neck=dict(type='SimMIMLinearDecoder',
-                      in_channels=last_stage_dims(SVT, backbone['arch']),
+                      in_channels=last_stage_dims(stock_cls, backbone['arch']),
                       encoder_stride=32),
             head=dict(type='SimMIMHead', patch_size=4,
                       loss=dict(type='PixelReconstructionLoss', criterion='L1',
@@ -117,7 +136,7 @@ def simmim_twins(greenmim: Config) -> Config:
         train_dataloader=dict(collate_fn=dict(type='default_collate'))))
 
 
-BASELINES = {'swin': simmim_swin, 'twins': simmim_twins}
+BASELINES = {'swin': simmim_swin, 'twins': simmim_twins, 'swin_v2': simmim_swin_v2}
 
 
 def comparison(backbone: str, arch: str, attn_backends: Sequence[str] = ('sdpa', ),

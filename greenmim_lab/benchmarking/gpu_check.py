@@ -1,7 +1,8 @@
 """The GPU check (``tools/gpu_check.sh``): the CUDA tests, then GreenMIM vs SimMIM on
 Swin-B (GreenMIM 224 px, SimMIM's stock 192 px), bf16 autocast, at batch 128, 256 and
-the largest that fits, eager and compiled, sdpa and flex group attention; one markdown
-table, all within a time budget (8 minutes by default).
+the largest that fits, eager and compiled, sdpa and flex group attention, and Swin V2-B
+(both 192 px) at batch 128; one markdown table, all within a time budget (8 minutes by
+default).
 
     python -m greenmim_lab.benchmarking.gpu_check [--out work_dirs/gpu_check.md]
     python -m greenmim_lab.benchmarking.gpu_check --smoke --device cpu  # the same path, tiny
@@ -54,6 +55,8 @@ def matrix(smoke: bool, device: str) -> List[Cell]:
     return [
         Cell('eager', eager + ['--batch-size', '128', '256'], 60),
         Cell('compiled', compiled + ['--batch-size', '128'], 90),
+        Cell('Swin V2-B w12 192 px, eager', ['--backbone', 'swin_v2'] + eager
+             + ['--batch-size', '128'], 60),
         Cell('eager, flex', eager + ['--no-memory', '--batch-size', '128',
                                      '--attn-backend', 'flex'], 60),
         Cell('compiled, flex', compiled + ['--batch-size', '128', '--attn-backend',
@@ -184,7 +187,8 @@ def main(argv: Optional[List[str]] = None) -> List[list]:
                   f'CUDA tests (`pytest tests -m cuda`): {tests}. Matrix: '
                   f'{time.monotonic() - start:.0f} s of a {args.budget_s:.0f} s budget; '
                   'GreenMIM Swin (configs/pretrain/greenmim_swin_b.py) vs SimMIM '
-                  "(mmpretrain's stock simmim_swin-base-w6 192 px config), bf16 "
+                  "(mmpretrain's stock simmim_swin-base-w6 192 px config); Swin V2-B "
+                  'rows: GreenMIM vs SimMIM Swin V2-B, both 192 px, window 12; bf16 '
                   'autocast; max = the largest batch that fits (eager); compiled rows '
                   'without memory probes.')
         write_report(args.out, header, rows)

@@ -90,6 +90,31 @@ def describe_architecture(shapes: Dict[str, Shape],
     return f"{text} (arch '{names[0]}')" if names else text
 
 
+SWIN_VERSIONS = (
+    # (name, a key fragment only that version has, the backbone types of its configs)
+    ('Swin V2', '.cpb_mlp.', "type='SwinTransformerV2' (GreenMIMSwinTransformerV2 to "
+     "pretrain), as configs/classification/greenmim_swin-v2-*"),
+    ('Swin (V1)', '.relative_position_bias_table', "type='SwinTransformer' "
+     '(GreenMIMSwinTransformer to pretrain), as configs/classification/greenmim_swin-base-*'),
+)
+
+
+def swin_version_hint(ckpt_keys: Iterable[str], model_keys: Iterable[str]) -> Optional[str]:
+    """One line when a Swin V2 checkpoint meets a Swin V1 model or the reverse."""
+    def version(keys: Iterable[str]) -> Optional[int]:
+        keys = list(keys)
+        found = [i for i, (_, fragment, _) in enumerate(SWIN_VERSIONS)
+                 if any(fragment in '.' + key for key in keys)]
+        return found[0] if len(found) == 1 else None
+
+    ckpt, model = version(ckpt_keys), version(model_keys)
+    if ckpt is None or model is None or ckpt == model:
+        return None
+    name, _, fix = SWIN_VERSIONS[ckpt]
+    return (f'  This is a {name} checkpoint in a {SWIN_VERSIONS[model][0]} config: use '
+            f'{fix} (or a {SWIN_VERSIONS[model][0]} checkpoint).')
+
+
 def mismatch_message(source: str, module: nn.Module, report: LoadReport,
                      ckpt_shapes: Dict[str, Shape],
                      allow_hint: str = 'allowed_missing=[regex, ...] in the init_cfg'
@@ -97,6 +122,9 @@ def mismatch_message(source: str, module: nn.Module, report: LoadReport,
     """The error text: what does not fit, and which architecture each side is
     (``allow_hint``: where keys that are legitimately missing can be allowed)."""
     lines = [f'{source} does not fit the configured {type(module).__name__}:']
+    version_hint = swin_version_hint(ckpt_shapes, module.state_dict())
+    if version_hint:  # the cause, before the keys it explains
+        lines.append(version_hint)
     if report.unexpected:
         lines.append(f'  {len(report.unexpected)} unexpected keys: '
                      f'{group_keys(report.unexpected)}')

@@ -15,7 +15,8 @@ next to the configured one (the text is built in :mod:`greenmim_mm.engine.load_r
 What a downstream backbone legitimately lacks in a pretraining checkpoint is listed
 explicitly (``allowed_missing``, regular expressions on the names below ``prefix``):
 
-* ``relative_position_index`` buffers: rebuilt by the backbone for its own window;
+* ``relative_position_index`` (and Swin V2's ``relative_coords_table``) buffers:
+  rebuilt by the backbone for its own window (Swin V2's load hook drops both);
 * ``norm{i}`` (Swin), ``norm_after_stage{i}`` (Twins-SVT) and ``out_norm{i}``
   (:class:`~greenmim_mm.models.backbones.SVTWithOutNorms`) output norms of stages the
   pretraining did not output (it outputs only the last stage): a detector with
@@ -42,6 +43,7 @@ from .load_report import LoadReport, mismatch_message
 
 DEFAULT_ALLOWED_MISSING: Tuple[str, ...] = (
     r'(^|\.)relative_position_index$',  # buffer, rebuilt for the configured window
+    r'(^|\.)relative_coords_table$',  # Swin V2's buffer, rebuilt likewise
     r'^norm\d+\.(weight|bias)$',  # Swin output norm of a stage pretraining did not output
     r'^norm_after_stage\d+\.(weight|bias)$',  # the same for Twins-SVT
     r'^out_norm\d+\.(weight|bias)$',  # the same for SVTWithOutNorms (off the path)

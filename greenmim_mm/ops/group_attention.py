@@ -14,6 +14,11 @@ window. The stock region mask adds ``-100`` to cross-region scores; here they ar
 excluded exactly (``-inf``), which differs by ``exp(-100)`` relative, far below
 float32 resolution.
 
+Swin V2's scaled cosine attention is two options of the same op: ``qkv_bias`` (its
+``q_bias``/zero/``v_bias`` concatenation, the ``qkv`` linear having none) and
+``logit_scale`` (q and k L2-normalised per head, q times the head's scale); its
+continuous position bias is an ordinary ``bias_table`` computed by the caller.
+
 Backends (``backend=``):
 
 - ``'sdpa'`` (reference, CPU and CUDA): ``F.scaled_dot_product_attention`` on the
@@ -56,7 +61,9 @@ def group_window_attention(x: Tensor,
                            rel_index: Optional[Tensor] = None,
                            backend: str = 'sdpa',
                            attn_drop: float = 0.0,
-                           layout: Optional[object] = None) -> Tensor:
+                           layout: Optional[object] = None,
+                           qkv_bias: Optional[Tensor] = None,
+                           logit_scale: Optional[Tensor] = None) -> Tensor:
     """Window attention of the visible tokens, grouped by ``plan``.
 
     Args:
@@ -76,6 +83,10 @@ def group_window_attention(x: Tensor,
             ``attn_drop.p`` in training and 0 in evaluation (sdpa only).
         layout: ``attention_layout(plan, backend)``, computed once for all the blocks
             that share the plan; made here when None.
+        qkv_bias: ``(3 * C',)`` bias used instead of ``qkv.bias`` (Swin V2).
+        logit_scale: ``(nH,)`` per-head multiplier for cosine attention (Swin V2):
+            the logits are ``normalize(q) . normalize(k) * logit_scale * scale`` (pass
+            ``scale=1``) plus the bias. None: plain scaled dot-product attention.
 
     Returns:
         ``(B, N, C)`` output of ``proj``, token order unchanged.
@@ -84,7 +95,10 @@ def group_window_attention(x: Tensor,
     batch, num_tokens, channels = x.shape
     if layout is None:
         layout = attention_layout(plan, backend)
-    tokens = qkv(x.reshape(batch * num_tokens, channels))  # B*N, 3C'
+    rows = x.reshape(batch * num_tokens, channels)
+    tokens = qkv(rows) if qkv_bias is None else F.linear(rows, qkv.weight, qkv_bias)
+    if logit_scale is not None:
+        tokens = _cosine_qkv(tokens, num_heads, logit_scale)
     if backend == 'sdpa':
         out = _sdpa_attention(tokens, plan, layout, num_heads, scale, bias_table,
                               rel_index, attn_drop)
@@ -131,6 +145,15 @@ def _check_inputs(x: Tensor, plan: WindowGroupPlan, qkv: nn.Linear, num_heads: i
             and torch.is_grad_enabled()):
         raise ValueError("backend='flex' cannot train on the CPU (FlexAttention has no "
                          "CPU backward): use attn_backend='sdpa' there; flex is for CUDA.")
+
+
+def _cosine_qkv(tokens: Tensor, num_heads: int, logit_scale: Tensor) -> Tensor:
+    """``(T, 3C')`` q/k/v rows with q and k L2-normalised per head, q times the
+    head's ``logit_scale``: their dot product is Swin V2's scaled cosine logit."""
+    q, k, v = tokens.view(tokens.shape[0], 3, num_heads, -1).unbind(1)  # T, nH, d
+    q = F.normalize(q, dim=-1) * logit_scale.view(num_heads, 1).to(q.dtype)
+    k = F.normalize(k, dim=-1)
+    return torch.stack([q, k, v], 1).view(tokens.shape)  # T, 3C'
 
 
 # ----------------------------------------------------------------------------------

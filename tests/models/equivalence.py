@@ -1,8 +1,8 @@
-"""One equivalence check for both visible-only backbones (Swin and Twins-SVT).
+"""One equivalence check for the visible-only backbones (Swin, Swin V2, Twins-SVT).
 
 :func:`check_equivalence` holds ``backbone(img, mask)`` -- forward and backward, every
 output -- equal to the masked dense reference of its family
-(``swin_reference.masked_dense_forward`` / ``twins_reference.masked_dense_forward``,
+(``swin_reference.masked_dense_forward(_v2)`` / ``twins_reference.masked_dense_forward``,
 the stock modules on the dense map with masked keys excluded and masked tokens read
 as zero by every conv) at the visible tokens. The reference maps are read in the
 documented token layout written in ``tests/helpers.py``, not with the package's own
@@ -17,13 +17,16 @@ import torch
 import swin_reference
 import twins_reference
 from helpers import visible_layout_tokens
-from mmpretrain.models.backbones import SVT, SwinTransformer
+from mmpretrain.models.backbones import SVT, SwinTransformer, SwinTransformerV2
 from torch import Tensor, nn
 
-from greenmim_mm.models.backbones import GreenMIMSVT, GreenMIMSwinTransformer
+from greenmim_mm.models.backbones import (GreenMIMSVT, GreenMIMSwinTransformer,
+                                          GreenMIMSwinTransformerV2)
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 SWIN_TINY = dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[2, 2, 4, 4])
+SWIN_V2_TINY = dict(embed_dims=16, depths=[2, 2, 2, 2], num_heads=[2, 2, 4, 4],
+                    extra_norm_every_n_blocks=0)
 
 
 def twins_tiny_arch(window: int = 4, **overrides) -> dict:
@@ -51,6 +54,36 @@ def build_swin(seed: int = 0, **kwargs) -> GreenMIMSwinTransformer:
     return model
 
 
+def build_swin_v2(seed: int = 0, above_clamp: bool = False,
+                  **kwargs) -> GreenMIMSwinTransformerV2:
+    """A tiny GreenMIM Swin V2 (16 channels, window 8 unless given) in eval mode.
+
+    Perturbed so that every V2 feature shows: the continuous position bias MLP's
+    output layer scaled up (a wrong index or table moves the bias by several units),
+    ``logit_scale`` drawn per head around its init (``log 10``), q/v biases nonzero.
+    ``above_clamp``: the first head of every block gets ``logit_scale`` 5, above the
+    clamp ``log(100)``, so that a missing clamp shows. Logits scaled by 100 make the
+    softmax so sharp that fp32 rounding differences reach 1e-4 in the gradients:
+    compare such a model in float64.
+    """
+    cfg = dict(arch=SWIN_V2_TINY, drop_path_rate=0., out_indices=(0, 1, 2, 3))
+    cfg.update(kwargs)
+    torch.manual_seed(seed)
+    model = GreenMIMSwinTransformerV2(**cfg)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith('cpb_mlp.2.weight'):
+                param.mul_(20)
+            elif name.endswith('logit_scale'):
+                param.add_(torch.randn_like(param) * 0.5)
+                if above_clamp:
+                    param[0] = 5.0  # clamped to log(100) = 4.6
+            elif param.dim() == 1:  # norm weights/biases, linear and q/v biases
+                param.add_(torch.randn_like(param) * 0.1)
+    model.eval()
+    return model
+
+
 def build_twins(seed: int = 0, window: int = 4, arch: Optional[dict] = None,
                 **kwargs) -> GreenMIMSVT:
     """A tiny GreenMIM Twins-SVT (:func:`twins_tiny_arch`) in eval mode."""
@@ -68,7 +101,8 @@ def build_twins(seed: int = 0, window: int = 4, arch: Optional[dict] = None,
     return model
 
 
-BUILDERS: Dict[str, Callable[..., nn.Module]] = dict(swin=build_swin, twins=build_twins)
+BUILDERS: Dict[str, Callable[..., nn.Module]] = dict(
+    swin=build_swin, swin_v2=build_swin_v2, twins=build_twins)
 """Family name -> tiny builder; both take ``seed`` and the backbone's arguments."""
 
 
@@ -76,6 +110,8 @@ def masked_dense_forward(model: nn.Module, img: Tensor, mask: Tensor) -> List[Te
     """The masked dense reference of ``model``'s family: ``(B, H_i, W_i, C_i)`` maps."""
     if isinstance(model, SwinTransformer):
         return swin_reference.masked_dense_forward(model, img, mask)
+    if isinstance(model, SwinTransformerV2):
+        return swin_reference.masked_dense_forward_v2(model, img, mask)
     if isinstance(model, SVT):
         return twins_reference.masked_dense_forward(model, img, mask)
     raise TypeError(f'no masked dense reference for {type(model).__name__}')

@@ -13,12 +13,17 @@ their outputs are garbage that never reaches a visible token, because masked tok
 are never keys, the patch embedding does not overlap, and 2x2 patch merging is aligned
 with the mask units. With an all-visible mask on a map divisible by the window this is
 the stock forward, float for float (a test checks it).
+
+Swin V2 (``masked_dense_forward_v2``) has the same ``ShiftWindowMSA`` (with a
+``WindowMSAV2`` inside, which takes the same additive mask), post-norm blocks and the
+patch merging at the start of a stage; there masked tokens are also set to zero before
+every patch merging (aligned merging never mixes them into a visible token anyway).
 """
 from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
-from mmpretrain.models.backbones import SwinTransformer
+from mmpretrain.models.backbones import SwinTransformer, SwinTransformerV2
 from mmpretrain.models.utils import ShiftWindowMSA, resize_pos_embed
 from torch import Tensor
 
@@ -103,6 +108,21 @@ def masked_swin_block(block, x: Tensor, hw_shape: Tuple[int, int],
     return block.ffn(x, identity=identity)
 
 
+def dense_embedding(model, img: Tensor,
+                    mask: Tensor) -> Tuple[Tensor, Tuple[int, int], Tensor]:
+    """The stock patch embedding (+ position, dropout) of a Swin (V1 or V2) and the
+    token visibility ``(B, H, W)`` of ``mask`` on its map."""
+    x, hw_shape = model.patch_embed(img)
+    if model.use_abs_pos_embed:
+        x = x + resize_pos_embed(model.absolute_pos_embed, model.patch_resolution,
+                                 hw_shape, model.interpolate_mode,
+                                 model.num_extra_tokens)
+    x = model.drop_after_pos(x)
+    unit = hw_shape[0] // mask.shape[1]  # tokens per mask unit at stage 0
+    assert unit * mask.shape[1] == hw_shape[0] and unit * mask.shape[2] == hw_shape[1]
+    return x, hw_shape, unit_visibility(mask.to(img.device), unit)
+
+
 def masked_dense_forward(model: SwinTransformer, img: Tensor,
                          mask: Tensor) -> List[Tensor]:
     """The masked dense forward of a stock ``SwinTransformer``.
@@ -119,17 +139,7 @@ def masked_dense_forward(model: SwinTransformer, img: Tensor,
         (before or after the downsample as ``model.out_after_downsample`` says).
         Only the visible positions are meaningful.
     """
-    x, hw_shape = model.patch_embed(img)
-    if model.use_abs_pos_embed:
-        x = x + resize_pos_embed(model.absolute_pos_embed, model.patch_resolution,
-                                 hw_shape, model.interpolate_mode,
-                                 model.num_extra_tokens)
-    x = model.drop_after_pos(x)
-
-    unit = hw_shape[0] // mask.shape[1]  # tokens per mask unit at stage 0
-    assert unit * mask.shape[1] == hw_shape[0] and unit * mask.shape[2] == hw_shape[1]
-    visible = unit_visibility(mask.to(img.device), unit)
-
+    x, hw_shape, visible = dense_embedding(model, img, mask)
     outs = []
     for i, stage in enumerate(model.stages):
         for block in stage.blocks:
@@ -143,4 +153,43 @@ def masked_dense_forward(model: SwinTransformer, img: Tensor,
         if stage.downsample is not None and not model.out_after_downsample:
             x, hw_shape = stage.downsample(x, hw_shape)
             visible = visible[:, ::2, ::2]
+    return outs
+
+
+def masked_swin_v2_block(block, x: Tensor, hw_shape: Tuple[int, int],
+                         visible: Tensor) -> Tensor:
+    """``SwinBlockV2._inner_forward`` (post-norm) with the masked attention above."""
+    identity = x
+    x = masked_shift_window_msa(block.attn, x, hw_shape, visible)
+    x = block.norm1(x)
+    x = x + identity
+    identity = x
+    x = block.ffn(x)
+    x = block.norm2(x)
+    x = x + identity
+    if block.extra_norm:
+        x = block.norm3(x)
+    return x
+
+
+def masked_dense_forward_v2(model: SwinTransformerV2, img: Tensor,
+                            mask: Tensor) -> List[Tensor]:
+    """The masked dense forward of a stock ``SwinTransformerV2``: as
+    :func:`masked_dense_forward`, masked tokens set to zero before each patch merging.
+
+    Returns:
+        One normed ``(B, H_i, W_i, C_i)`` map per entry of ``model.out_indices``.
+    """
+    x, hw_shape, visible = dense_embedding(model, img, mask)
+    outs = []
+    for i, stage in enumerate(model.stages):
+        if stage.downsample is not None:
+            x = x * visible.flatten(1)[..., None].to(x.dtype)  # masked tokens read as 0
+            x, hw_shape = stage.downsample(x, hw_shape)
+            visible = visible[:, ::2, ::2]
+        for block in stage.blocks:
+            x = masked_swin_v2_block(block, x, hw_shape, visible)
+        if i in model.out_indices:
+            out = getattr(model, f'norm{i}')(x)
+            outs.append(out.view(-1, *hw_shape, out.shape[-1]))
     return outs

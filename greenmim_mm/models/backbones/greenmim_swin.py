@@ -25,14 +25,14 @@ The forward dispatch, the mask checks and the plan handling are the contract of
 from typing import Dict, List, Optional, Tuple
 
 from mmpretrain.models.backbones import SwinTransformer
-from mmpretrain.models.utils import resize_pos_embed
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
 from ...ops.group_attention import attention_layout
 from ...ops.visible_plan import StageGeometry, VisibleGeometry, VisiblePlan
 from .base import VisibleBackboneMixin
-from .layers.swin import (check_visible_block, check_visible_merging, effective_shift,
+from .layers.swin import (check_visible_block, check_visible_merging,
+                          check_visible_patch_embed, effective_shift, embed_visible_tokens,
                           visible_patch_merging, visible_swin_block)
 
 
@@ -99,13 +99,7 @@ class GreenMIMSwinTransformer(VisibleBackboneMixin, SwinTransformer):
 
     def forward_visible(self, img: Tensor, plan: VisiblePlan) -> Tuple[Tensor, ...]:
         """The visible-only forward (see the class and :mod:`.base`)."""
-        x, hw = self.patch_embed(img)  # B, H*W, C
-        if self.use_abs_pos_embed:
-            x = x + resize_pos_embed(self.absolute_pos_embed, self.patch_resolution, hw,
-                                     self.interpolate_mode, self.num_extra_tokens)
-        index = plan.stages[0].token_index  # B, N: visible tokens of the H*W map
-        x = x.gather(1, index[..., None].expand(-1, -1, x.shape[2]))  # B, N, C
-        x = self.drop_after_pos(x)
+        x = embed_visible_tokens(self, img, plan.stages[0].token_index)  # B, N, C
 
         outs = []
         for i, (stage, stage_plan) in enumerate(zip(self.stages, plan.stages)):
@@ -125,14 +119,7 @@ class GreenMIMSwinTransformer(VisibleBackboneMixin, SwinTransformer):
 
     def visible_support_problems(self) -> List[Optional[str]]:
         """What the visible path cannot run in this instance, in words."""
-        projection = self.patch_embed.projection
-        problems: List[Optional[str]] = []
-        if not (projection.kernel_size == projection.stride
-                and projection.stride[0] == projection.stride[1]
-                and tuple(projection.padding) == (0, 0)
-                and tuple(projection.dilation) == (1, 1)):
-            problems.append('the patch embedding must be a square conv with kernel = '
-                            'stride and no padding/dilation (non-overlapping patches)')
+        problems = [check_visible_patch_embed(self.patch_embed.projection)]
         for i, stage in enumerate(self.stages):
             for block in stage.blocks:
                 problems.append(check_visible_block(block))

@@ -23,7 +23,7 @@ from greenmim_lab import REPO_ROOT
 CPU = StepOptions(threads=1)
 
 
-@pytest.mark.parametrize('backbone', ['swin', 'twins'])
+@pytest.mark.parametrize('backbone', ['swin', 'twins', 'swin_v2'])
 def test_runner_times_both_models_side_by_side(backbone):
     variants = comparison(backbone, 'demo')
     assert [v.name for v in variants] == ['GreenMIM', 'SimMIM']

@@ -11,8 +11,9 @@ from typing import Optional, Tuple
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks.transformer import PatchMerging
 from mmpretrain.models.backbones.swin_transformer import SwinBlock
-from mmpretrain.models.utils import ShiftWindowMSA, WindowMSA
-from torch import Tensor
+from mmpretrain.models.utils import PatchMerging as PatchMergingV2
+from mmpretrain.models.utils import ShiftWindowMSA, WindowMSA, resize_pos_embed
+from torch import Tensor, nn
 
 from ....ops.group_attention import group_window_attention
 from ....ops.window_plan import WindowGroupPlan
@@ -35,6 +36,34 @@ def effective_shift(attn: ShiftWindowMSA, hw: Tuple[int, int]) -> int:
     return shift
 
 
+def check_visible_patch_embed(projection: nn.Conv2d) -> Optional[str]:
+    """Why the patch embedding's conv overlaps patches, or None if it does not."""
+    if not (projection.kernel_size == projection.stride
+            and projection.stride[0] == projection.stride[1]
+            and tuple(projection.padding) == (0, 0)
+            and tuple(projection.dilation) == (1, 1)):
+        return ('the patch embedding must be a square conv with kernel = stride and '
+                'no padding/dilation (non-overlapping patches)')
+    return None
+
+
+def embed_visible_tokens(model: nn.Module, img: Tensor, token_index: Tensor) -> Tensor:
+    """Swin's (V1 or V2) patch embedding, absolute position and dropout, at the
+    visible tokens: ``(B, 3, H, W) -> (B, N, C)``.
+
+    The stock embedding runs on the whole image (one strided conv, about 0.1% of the
+    encoder's FLOPs; its patches do not overlap, so masked pixels reach no visible
+    token); ``token_index`` ``(B, N)`` holds the flat ``row * W + col`` of the visible
+    tokens in its map.
+    """
+    x, hw = model.patch_embed(img)  # B, H*W, C
+    if model.use_abs_pos_embed:
+        x = x + resize_pos_embed(model.absolute_pos_embed, model.patch_resolution, hw,
+                                 model.interpolate_mode, model.num_extra_tokens)
+    x = x.gather(1, token_index[..., None].expand(-1, -1, x.shape[2]))  # B, N, C
+    return model.drop_after_pos(x)
+
+
 def check_visible_block(block: SwinBlock) -> Optional[str]:
     """Why ``block`` cannot run on visible tokens, or None if it can."""
     if not isinstance(block, SwinBlock):
@@ -50,8 +79,13 @@ def check_visible_block(block: SwinBlock) -> Optional[str]:
 
 
 def check_visible_merging(merging: PatchMerging) -> Optional[str]:
-    """Why ``merging`` is not a plain aligned 2x2 patch merging, or None if it is."""
-    if not isinstance(merging, PatchMerging):
+    """Why ``merging`` is not a plain aligned 2x2 patch merging, or None if it is.
+
+    Either mmcv's ``PatchMerging`` (Swin) or mmpretrain's (Swin V2, whose
+    ``use_post_norm`` norms after the reduction; its ``'corner'`` padding pads nothing
+    on the even maps that mask units make).
+    """
+    if not isinstance(merging, (PatchMerging, PatchMergingV2)):
         return f'downsample is a {type(merging).__name__}, not a PatchMerging'
     sampler = merging.sampler
     geometry = (sampler.kernel_size, sampler.stride, sampler.dilation, sampler.padding)
@@ -111,9 +145,14 @@ def visible_patch_merging(merging: PatchMerging, x: Tensor) -> Tensor:
     """``PatchMerging.forward`` on visible tokens, ``(B, N, C) -> (B, N/4, C_out)``.
 
     ``x`` must be in the Morton layout with at least 2x2 tokens per mask unit; the
-    result is in the layout of the next stage.
+    result is in the layout of the next stage. The norm comes after the reduction
+    when the module says ``use_post_norm`` (Swin V2), before it otherwise.
     """
     x = merge_2x2_tokens(x)  # B, N/4, 4C
-    if merging.norm is not None:
+    post_norm = getattr(merging, 'use_post_norm', False)
+    if merging.norm is not None and not post_norm:
         x = merging.norm(x)
-    return merging.reduction(x)
+    x = merging.reduction(x)  # B, N/4, C_out
+    if merging.norm is not None and post_norm:
+        x = merging.norm(x)
+    return x

@@ -1,0 +1,20 @@
+# GreenMIM Swin V2-B, window 16 at 256 px (mmpretrain's swinv2-base-w16 geometry: token
+# maps 64, 32, 16, 8 with windows 16, 16, 16, 8), GreenMIM's recipe otherwise: mask
+# ratio 0.75 of 32 px units ((256 / 32)^2 = 64 units, 16 visible), 800 epochs, batch
+# 2048 = 8 GPUs x 256:
+#   bash tools/dist_train.sh configs/pretrain/greenmim_swin-v2-base-w16_8xb256-amp-coslr-800e_in1k-256px.py 8
+_base_ = [
+    '../_base_/models/greenmim_swin-v2-base-w12.py',
+    '../_base_/datasets/imagenet_bs256_greenmim.py',
+    '../_base_/schedules/greenmim_bs2048_adamw-amp-coslr-800e_in1k.py',
+]
+custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
+
+img_size = 256
+model = dict(backbone=dict(img_size=img_size, window_size=[16, 16, 16, 8]))
+train_pipeline = [
+    dict(step, scale=img_size) if step['type'] == 'RandomResizedCrop' else step
+    for step in _base_.train_pipeline
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys=_base_.no_decay_v2))
