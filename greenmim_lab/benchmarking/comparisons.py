@@ -94,7 +94,7 @@ def simmim_twins(greenmim: Config) -> Config:
     pipeline = []
     for step in greenmim.get('train_pipeline') or greenmim.train_dataloader.dataset.pipeline:
         step = dict(step)
-        if step['type'] == 'RandomResizedCrop':
+        if step['type'] in ('RandomResizedCrop', 'TensorRandomResizedCrop'):
             crop = step['scale']
         if step['type'] == 'GreenMIMMaskGenerator':
             step = dict(type='SimMIMMaskGenerator', input_size=crop,

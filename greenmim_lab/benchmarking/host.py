@@ -45,7 +45,7 @@ def host_table(backbone: str = 'swin', arch: str = 'base', batch: int = 128,
 
     cfg = comparison(backbone, arch)[0].cfg
     crop = next(step['scale'] for step in cfg.train_dataloader.dataset.pipeline
-                if step['type'] == 'RandomResizedCrop')
+                if step['type'] in ('RandomResizedCrop', 'TensorRandomResizedCrop'))
     masker = next(step for step in cfg.train_dataloader.dataset.pipeline
                   if step['type'] == 'GreenMIMMaskGenerator')
     grid = (crop // masker['mask_unit'], ) * 2
