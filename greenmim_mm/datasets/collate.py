@@ -5,7 +5,7 @@ The training process of a visible-only model should only launch device work: eve
 index derived from the masks (grouping plans, gather rows of the sparse convs, the
 visible units) is built here, on the CPU, in the loader's worker processes, while the
 device runs the previous step. The batch gains a ``plan`` entry, a
-:class:`~greenmim_mm.ops.visible_plan.VisiblePlan` of CPU tensors (pinned by the
+:class:`~greenmim_mm.ops.visible_plan.PackedVisiblePlan` of CPU tensors (pinned by the
 DataLoader when ``pin_memory=True``), which ``GreenMIMDataPreprocessor`` copies to the
 device without blocking and ``GreenMIM`` hands to its backbone.
 
@@ -33,7 +33,7 @@ from mmengine.dataset import default_collate
 from mmengine.registry import FUNCTIONS
 
 from ..ops.masking import MASK_MODES, apply_mask_mode
-from ..ops.visible_plan import VisibleGeometry, build_visible_plan
+from ..ops.visible_plan import VisibleGeometry, pack_visible_plan
 
 _BACKBONES: Dict[str, Any] = {}  # per process: backbone config (JSON) -> meta backbone
 
@@ -93,7 +93,8 @@ def greenmim_collate(data_batch: Sequence[dict], backbone: dict = None,
             replaced too, so pictures show what the model saw).
 
     Returns:
-        ``dict(inputs=(B, 3, H, W), data_samples=[...], plan=VisiblePlan)``.
+        ``dict(inputs=(B, 3, H, W), data_samples=[...], plan=PackedVisiblePlan)``
+        (the plan packed for the trip; its ``to(device)`` is the working plan).
     """
     if backbone is not None and not isinstance(backbone, dict):
         raise ValueError(f'backbone must be the backbone config (a dict), got {backbone!r}.')
@@ -113,5 +114,5 @@ def greenmim_collate(data_batch: Sequence[dict], backbone: dict = None,
     if backbone is None:  # nothing to plan for: the model plans in the step (and says so)
         return batch
     geometry = collate_geometry(backbone, tuple(batch['inputs'].shape[-2:]))
-    batch['plan'] = build_visible_plan(geometry, mask, shared_mask=mask_mode == 'batch')
+    batch['plan'] = pack_visible_plan(geometry, mask, shared_mask=mask_mode == 'batch')
     return batch
