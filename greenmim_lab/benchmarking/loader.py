@@ -8,6 +8,9 @@ photographs, cut and re-encoded to ImageNet's typical ~500x400 px at quality 90)
 - this project's pretraining pipeline (the Swin-B config: ``TensorRandomResizedCrop``,
   flip, unit masks, ``greenmim_collate`` with the packed plan);
 - the same with mmpretrain's Pillow ``RandomResizedCrop`` (the pipeline before);
+- the same with the decode and crop on the training device
+  (:mod:`greenmim_mm.datasets.device_decode`): the workers' share only (read the bytes
+  and the header, draw, mask, plan); the images handed over are the JPEG bytes;
 - MAE's stock mmpretrain pipeline (``imagenet_bs512_mae.py``) and SimMIM's Swin-B one
   (192 px, cv2 bilinear crop, SimMIM masks), each with ``default_collate``.
 
@@ -32,11 +35,15 @@ import torch
 from .comparisons import GREENMIM_CONFIGS, SIMMIM_SWIN_CONFIG, load_config
 
 MAE_CONFIG = 'mmpretrain::_base_/datasets/imagenet_bs512_mae.py'
+DEVICE_DECODE_CONFIG = 'configs/_base_/datasets/imagenet_bs256_greenmim_device-decode.py'
 STAGES = {  # transform type -> column
     'LoadImageFromFile': 'load + decode',
+    'LoadJPEGBytes': 'load + decode',
     'RandomResizedCrop': 'crop + resize',
     'TensorRandomResizedCrop': 'crop + resize',
+    'DeferredRandomResizedCrop': 'crop + resize',
     'RandomFlip': 'flip',
+    'DeferredRandomFlip': 'flip',
     'GreenMIMMaskGenerator': 'mask',
     'SimMIMMaskGenerator': 'mask',
     'PackInputs': 'pack',
@@ -96,10 +103,12 @@ def _pipeline_cfgs(arch: str) -> Dict[str, tuple]:
     steps = [dict(step) for step in loader.dataset.pipeline]
     before = [dict(step, type='RandomResizedCrop', backend='pillow')
               if step['type'] == 'TensorRandomResizedCrop' else step for step in steps]
+    device = load_config(DEVICE_DECODE_CONFIG).train_pipeline
     default = dict(type='default_collate')
     return {
         f'GreenMIM Swin-{arch[0].upper()} (this project)': (steps, loader.collate_fn),
         'GreenMIM, Pillow crop (before)': (before, loader.collate_fn),
+        'GreenMIM, decode on the device (workers only)': (device, loader.collate_fn),
         'MAE (mmpretrain)': (load_config(MAE_CONFIG).train_pipeline, default),
         'SimMIM Swin-B 192 px (mmpretrain)': (
             load_config(SIMMIM_SWIN_CONFIG).train_dataloader.dataset.pipeline, default),

@@ -93,14 +93,23 @@ def greenmim_collate(data_batch: Sequence[dict], backbone: dict = None,
             replaced too, so pictures show what the model saw).
 
     Returns:
-        ``dict(inputs=(B, 3, H, W), data_samples=[...], plan=PackedVisiblePlan)``
+        ``dict(inputs=(B, 3, H, W), data_samples=[...], plan=PackedVisiblePlan)``;
+        ``inputs`` is the list of the samples' tensors when they differ in shape (JPEG
+        bytes of a pipeline that decodes on the device)
         (the plan packed for the trip; its ``to(device)`` is the working plan).
     """
     if backbone is not None and not isinstance(backbone, dict):
         raise ValueError(f'backbone must be the backbone config (a dict), got {backbone!r}.')
     if mask_mode not in MASK_MODES:
         raise ValueError(f'mask_mode must be one of {MASK_MODES}, got {mask_mode!r}.')
-    batch = default_collate(data_batch)
+    inputs = [sample['inputs'] for sample in data_batch]
+    encoded = any(x.dim() != 3 for x in inputs) or len({x.shape for x in inputs}) > 1
+    if encoded:  # decoded and cropped on the device (datasets/device_decode.py)
+        rest = default_collate([{k: v for k, v in sample.items() if k != 'inputs'}
+                                for sample in data_batch])
+        batch = dict(inputs=inputs, **rest)  # inputs first: the preprocessor reads in order
+    else:
+        batch = default_collate(data_batch)
     samples = batch['data_samples']
     if not samples or 'mask' not in samples[0]:
         raise ValueError(
@@ -113,6 +122,7 @@ def greenmim_collate(data_batch: Sequence[dict], backbone: dict = None,
             sample.mask = sample_mask
     if backbone is None:  # nothing to plan for: the model plans in the step (and says so)
         return batch
-    geometry = collate_geometry(backbone, tuple(batch['inputs'].shape[-2:]))
+    img_hw = tuple(samples[0].crop_size) if encoded else tuple(batch['inputs'].shape[-2:])
+    geometry = collate_geometry(backbone, img_hw)
     batch['plan'] = pack_visible_plan(geometry, mask, shared_mask=mask_mode == 'batch')
     return batch
