@@ -167,8 +167,9 @@ def run(args: argparse.Namespace) -> dict:
 
         table = loader_table(args.arch if args.backbone == 'swin' else 'base',
                              images=args.loader_images, seed=args.seed,
-                             **_op_kwargs(args, 256, 5))
-        tables += [('loader', table), ('loader-cores', table.pop('cores'))]
+                             device=args.device, **_op_kwargs(args, 256, 5))
+        tables += [('loader', table), ('loader-cores', table.pop('cores')),
+                   ('loader-device-decode', table.pop('decode'))]
     for name, table in tables:
         out['tables'][name] = markdown_table(**table)
         out[name] = table['rows']

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .comparisons import GREENMIM_CONFIGS, SIMMIM_SWIN_CONFIG, load_config
+from .measure import time_repeats
 
 MAE_CONFIG = 'mmpretrain::_base_/datasets/imagenet_bs512_mae.py'
 DEVICE_DECODE_CONFIG = 'configs/_base_/datasets/imagenet_bs256_greenmim_device-decode.py'
@@ -162,7 +163,7 @@ def _time_images(pipeline: LoaderPipeline, paths: Sequence[str]) -> tuple:
 
 
 def loader_table(arch: str = 'base', images: int = 64, batch: int = 256,
-                 repeats: int = 5, seed: int = 0) -> dict:
+                 repeats: int = 5, seed: int = 0, device: str = 'cpu') -> dict:
     """ms of CPU per image by stage, images/s per core and bytes per image."""
     import cv2
 
@@ -177,6 +178,7 @@ def loader_table(arch: str = 'base', images: int = 64, batch: int = 256,
     with tempfile.TemporaryDirectory() as folder:
         paths = make_jpegs(folder, images, seed)
         kbytes = statistics.mean(osp.getsize(p) for p in paths) / 1e3
+        decode = device_decode_table(paths, device, batch, repeats)
         for round_ in range(repeats + 1):  # round 0 warms up
             for pipeline in pipelines:
                 per_image, samples = _time_images(pipeline, paths)
@@ -210,7 +212,39 @@ def loader_table(arch: str = 'base', images: int = 64, batch: int = 256,
         rows=core_rows, notes=('cores = images/s per GPU / images/s per core '
                                '(the workers alone, no main-process work).', ))
     return dict(title='Input pipeline: CPU per image', header=header, rows=rows,
-                notes=notes, cores=cores)
+                notes=notes, cores=cores, decode=decode)
+
+
+def device_decode_table(paths: Sequence[str], device: str = 'cpu', batch: int = 256,
+                        repeats: int = 5) -> dict:
+    """The training process's share of the decode-on-the-device path: wall time of
+    :func:`~greenmim_mm.datasets.decode_crop_batch` on ``device`` for a batch (on the
+    CPU: torchvision's CPU decoder, one thread, a stand-in)."""
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import TRANSFORMS
+
+    from greenmim_mm.datasets import decode_crop_batch
+
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        transforms = [TRANSFORMS.build(dict(step)) for step in
+                      load_config(DEVICE_DECODE_CONFIG).train_pipeline]
+    samples = []
+    for i in range(batch):
+        results = dict(img_path=paths[i % len(paths)])
+        for transform in transforms:
+            results = transform(results)
+        samples.append(results)
+    inputs = [sample['inputs'] for sample in samples]
+    data_samples = [sample['data_samples'] for sample in samples]
+    timing = time_repeats(lambda: decode_crop_batch(inputs, data_samples, device),
+                          repeats, torch.device(device))
+    wall = timing.median_ms()
+    name = torch.cuda.get_device_name(0) if device == 'cuda' else 'CPU, one thread'
+    return dict(title='Decode + crop on the training device', header=(
+        'device', 'batch', 'ms per batch', 'images/s'),
+        rows=[(name, batch, wall, 1e3 * batch / wall)],
+        notes=(f'decode_crop_batch (decode_jpeg on a list, crop, resize, flip), wall '
+               f'time, median of {repeats} after one warm-up.', ))
 
 
 def _batch_bytes(collated: dict, batch: int) -> dict:

@@ -167,6 +167,9 @@ def test_gpu_check_smoke_on_the_cpu_without_mmdet_and_mmcv_ops(tmp_path):
         assert peak.endswith(' MiB') and int(peak.split()[0]) > 10  # probe in a child
     # every cell ran (a failed cell makes the script exit 1, checked above)
     assert rows['compiled (dynamo, eager backend)', '2', 'GreenMIM'][4].strip().endswith('ms')
+    # then the loader: decode + crop of the decode-on-the-device path, CPU per image
+    assert '### Decode + crop on the training device' in report, report[-2000:]
+    assert '### Input pipeline: CPU per image' in report
 
 
 def test_gpu_check_without_wheels_says_what_to_do(tmp_path):

@@ -53,6 +53,12 @@ def test_cores_per_gpu(table):
         assert cores == pytest.approx([r / rate for r in RATES])
 
 
+def test_device_decode_rate(table):
+    (device, batch, ms, rate), = table['decode']['rows']
+    assert device == 'CPU, one thread' and batch == 4
+    assert rate == pytest.approx(1e3 * batch / ms)
+
+
 def test_section_in_the_command_line():
     args = cli.parse_args(['--section', 'loader', '--loader-images', '3'])
     assert args.section == 'loader' and args.loader_images == 3
