@@ -18,16 +18,14 @@ imagenet_bs256_greenmim_device-decode.py``), off by default::
 
 On the CPU the same code decodes with torchvision's CPU decoder (the tests' path).
 
-**Bad input.** A file that is not a JPEG (PNG, ...) is decoded in the worker (mmcv, as
-``LoadImageFromFile``) and travels as pixels: the device only crops it. A file whose
+**Bad input.** A file that is not a JPEG (PNG, ...), or a JPEG with an EXIF rotation,
+is decoded in the worker (mmcv's cv2, as ``LoadImageFromFile``, which applies the
+rotation) and travels as pixels: the device only crops it. A file whose
 header cannot be read, or a JPEG without its end marker (truncated), is skipped in the
 worker with one warning naming it (the transform returns None and mmengine's dataset
 draws another image, as ``LoadImageFromFile(ignore_empty=True)``). A JPEG that passes
 those checks and still fails to decode on the device is replaced by another image of
 the batch, with one warning naming the file: never an error that stops the run.
-
-Not covered: EXIF orientation (the box is drawn on the stored size; cv2's decode
-rotates, so a rotated JPEG gets another crop than on the CPU path).
 """
 import io
 import warnings
@@ -48,6 +46,7 @@ DEFERRED_KEYS = ('crop_box', 'crop_size', 'interpolation')
 """What ``PackInputs(algorithm_keys=...)`` must keep for :func:`decode_crop_batch` (``flip`` is
 one of its meta keys already)."""
 JPEG_START, JPEG_END = b'\xff\xd8', b'\xff\xd9'
+EXIF_ORIENTATION = 0x0112
 
 
 def _warn_skip(path: str, why: str) -> None:
@@ -60,8 +59,9 @@ class LoadJPEGBytes(BaseTransform):
 
     **Required Keys:** img_path
 
-    **Added Keys:** img (a JPEG: ``(L,)`` uint8 tensor of its bytes; another format:
-    ``(3, H, W)`` uint8 BGR tensor, decoded here), img_shape, ori_shape (``(H, W)``).
+    **Added Keys:** img (a JPEG: ``(L,)`` uint8 tensor of its bytes; another format or
+    an EXIF-rotated JPEG: ``(3, H, W)`` uint8 BGR tensor, decoded here), img_shape,
+    ori_shape (``(H, W)``).
 
     Returns None (skip, with one warning naming the file) for a file that is empty, not
     an image, or a truncated JPEG.
@@ -75,7 +75,9 @@ class LoadJPEGBytes(BaseTransform):
         try:
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
-                is_jpeg = image.format == 'JPEG'
+                # a rotated JPEG (EXIF orientation): decoded here, rotated as cv2 does
+                is_jpeg = (image.format == 'JPEG'
+                           and image.getexif().get(EXIF_ORIENTATION, 1) == 1)
         except (UnidentifiedImageError, OSError, ValueError) as error:
             _warn_skip(path, f'not a readable image ({error})')
             return None
@@ -90,6 +92,7 @@ class LoadJPEGBytes(BaseTransform):
                 _warn_skip(path, 'the image does not decode')
                 return None
             img = torch.from_numpy(np.ascontiguousarray(decoded)).permute(2, 0, 1)
+            height, width = decoded.shape[:2]
         results['img'] = img
         results['img_shape'] = results['ori_shape'] = (height, width)
         return results

@@ -31,6 +31,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope='module')
 def files(tmp_path_factory):
+    from PIL import Image
     from skimage import data
 
     folder = tmp_path_factory.mktemp('images')
@@ -43,7 +44,11 @@ def files(tmp_path_factory):
     png = str(folder / 'astronaut.png')  # not a JPEG: decoded in the worker
     cv2.imwrite(png, np.ascontiguousarray(load_rgb_image(
         osp.join(data.data_dir, DEMO_PHOTOS['astronaut']))[..., ::-1]))
-    return paths + [png]
+    rotated = str(folder / 'rotated.jpg')  # EXIF orientation 6: cv2 rotates it
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(paths[1]).crop((0, 0, 400, 300)).save(rotated, exif=exif, quality=90)
+    return paths + [png, rotated]
 
 
 def run(config: str, paths, seed: int) -> list:
@@ -58,7 +63,8 @@ def test_same_crops_flips_masks_and_pixels_as_the_cpu_pipeline(files):
         cpu = run('imagenet_bs256_greenmim.py', files, seed)
         deferred = run('imagenet_bs256_greenmim_device-decode.py', files, seed)
         assert deferred[0]['inputs'].dim() == 1  # the JPEG's bytes travel
-        assert deferred[-1]['inputs'].shape[0] == 3  # the PNG's pixels
+        assert deferred[-2]['inputs'].shape[0] == 3  # the PNG's pixels
+        assert deferred[-1]['inputs'].shape[1:] == (400, 300)  # rotated, decoded
         images = decode_crop_batch([s['inputs'] for s in deferred],
                                    [s['data_samples'] for s in deferred], 'cpu')
         assert images.shape == (len(files), 3, 224, 224) and images.dtype == torch.uint8
