@@ -64,6 +64,10 @@ def matrix(smoke: bool, device: str) -> List[Cell]:
         Cell('compiled, CUDA graphs', compiled + ['--batch-size', '128',
                                                   '--compile-mode', 'reduce-overhead'],
              120),
+        Cell('eager, decode on the GPU', eager + [
+            '--no-memory', '--batch-size', '256', '--greenmim-config',
+            'configs/pretrain/greenmim_swin-base-w7_8xb256-amp-coslr-800e_in1k_device-decode.py'],
+             60),
         Cell('eager', eager + ['--batch-size', 'max'], 90),
         Cell('compiled', compiled + ['--batch-size', 'max'], 120),
         Cell('compiled', compiled + ['--batch-size', '256'], 90),

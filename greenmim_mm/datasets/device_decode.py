@@ -57,7 +57,7 @@ def _warn_skip(path: str, why: str) -> None:
 class LoadJPEGBytes(BaseTransform):
     """Read an image file's bytes and its size, without decoding a JPEG.
 
-    **Required Keys:** img_path
+    **Required Keys:** img_path (read unless ``img_bytes``, the file's bytes, is given)
 
     **Added Keys:** img (a JPEG: ``(L,)`` uint8 tensor of its bytes; another format or
     an EXIF-rotated JPEG: ``(3, H, W)`` uint8 BGR tensor, decoded here), img_shape,
@@ -71,7 +71,7 @@ class LoadJPEGBytes(BaseTransform):
         from PIL import Image, UnidentifiedImageError
 
         path = results['img_path']
-        data = fileio.get(path)
+        data = results.get('img_bytes') or fileio.get(path)
         try:
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
