@@ -127,3 +127,18 @@ def test_a_jpeg_that_fails_on_the_device_is_replaced_with_one_warning(files):
     assert torch.equal(images[0], good[0]) and torch.equal(images[2], good[1])
     # another image of the batch takes its place
     assert any(torch.equal(images[1], image) for image in good)
+
+
+def test_reconstruction_hook_keeps_decoded_pictures(files):
+    """The pictures hook stores the batch it draws: JPEG bytes are decoded (on the CPU)
+    into the crops the model trains on."""
+    from types import SimpleNamespace
+
+    from greenmim_mm.engine.hooks.reconstruction_hook import \
+        ReconstructionVisualizationHook
+
+    batch = greenmim_collate(run('imagenet_bs256_greenmim_device-decode.py', files[:3], 1))
+    hook = ReconstructionVisualizationHook(interval=10, num_images=2)
+    hook.before_train_iter(SimpleNamespace(iter=5), 0, batch)
+    expected = decode_crop_batch(batch['inputs'][:2], batch['data_samples'][:2], 'cpu')
+    assert torch.equal(hook._batch['inputs'], expected)
