@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 LOGDIR ?= work_dirs
 export GREENMIM_VENV := $(abspath $(VENV))
 
-.PHONY: install demo test test-slow benchmark learning-signal tensorboard
+.PHONY: install demo test test-slow benchmark benchmark-loader learning-signal tensorboard
 install:
 	bash tools/install.sh
 
@@ -19,6 +19,9 @@ test-slow: install  ## the long end-to-end checks kept out of the default run
 
 benchmark: install  ## GreenMIM vs SimMIM training step, ratios side by side
 	$(PY) tools/benchmark.py
+
+benchmark-loader: install  ## input pipelines' CPU per image, bytes per image, cores per GPU
+	$(PY) tools/benchmark.py --section loader --arch base --loader-images 200 --repeats 10
 
 learning-signal: install  ## GreenMIM vs SimMIM vs random init at equal pretraining CPU time (~50 min)
 	$(PY) tools/learning_signal.py

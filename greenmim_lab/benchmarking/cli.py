@@ -8,7 +8,11 @@
 Sections: ``step`` (GreenMIM vs SimMIM training steps, :mod:`.runner`), ``ops``
 (grouping plan and group window attention, :mod:`.grouping_attention`), ``sparse-conv``
 (:mod:`.sparse_conv`), ``host`` (the training process's own time per step, loader plan
-vs planning in the step, :mod:`.host`), or ``all``.
+vs planning in the step, :mod:`.host`), ``loader`` (the input pipelines' CPU per image by
+stage, bytes per image and cores per GPU, GreenMIM vs MAE vs SimMIM, :mod:`.loader`), or
+``all``.
+
+    python tools/benchmark.py --section loader --arch base   # make benchmark-loader
 """
 import argparse
 import dataclasses
@@ -20,7 +24,7 @@ import torch
 from .comparisons import DEFAULT_ARCH, GREENMIM_CONFIGS
 from .steps import StepOptions
 
-SECTIONS = ('step', 'ops', 'sparse-conv', 'host')
+SECTIONS = ('step', 'ops', 'sparse-conv', 'host', 'loader')
 
 
 def batch_size(text: str):
@@ -81,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                         '10 sparse conv)')
     parser.add_argument('--op-batch', type=int, default=None, help='batch of the ops '
                         'sections (default: 128 grouping and host, 16 attention, 8 sparse '
-                        'conv)')
+                        'conv, 256 loader collate)')
+    parser.add_argument('--loader-images', type=int, default=64,
+                        help='JPEGs the loader section makes and times per round')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--json', default=None, help='also write the results here')
     return parser
@@ -156,6 +162,14 @@ def run(args: argparse.Namespace) -> dict:
 
         tables.append(('host', host_table(args.backbone, args.arch, seed=args.seed,
                                           **_op_kwargs(args, 128, 5))))
+    if 'loader' in sections:
+        from .loader import loader_table
+
+        table = loader_table(args.arch if args.backbone == 'swin' else 'base',
+                             images=args.loader_images, seed=args.seed,
+                             device=args.device, **_op_kwargs(args, 256, 5))
+        tables += [('loader', table), ('loader-cores', table.pop('cores')),
+                   ('loader-device-decode', table.pop('decode'))]
     for name, table in tables:
         out['tables'][name] = markdown_table(**table)
         out[name] = table['rows']

@@ -113,7 +113,7 @@ def derived_simmim(greenmim: Config, backbone_type: str, stock_cls: type) -> Con
     pipeline = []
     for step in greenmim.get('train_pipeline') or greenmim.train_dataloader.dataset.pipeline:
         step = dict(step)
-        if step['type'] == 'RandomResizedCrop':
+        if step['type'] in ('RandomResizedCrop', 'TensorRandomResizedCrop'):
             crop = step['scale']
         if step['type'] == 'GreenMIMMaskGenerator':
             step = dict(type='SimMIMMaskGenerator', input_size=crop,

@@ -1,8 +1,9 @@
 """The GPU check (``tools/gpu_check.sh``): the CUDA tests, then GreenMIM vs SimMIM on
 Swin-B (GreenMIM 224 px, SimMIM's stock 192 px), bf16 autocast, at batch 128, 256 and
 the largest that fits, eager and compiled, sdpa and flex group attention, and Swin V2-B
-(both 192 px) at batch 128; one markdown table, all within a time budget (8 minutes by
-default).
+(both 192 px) at batch 128; one markdown table; then the loader section (images/s of the
+decode + crop on the GPU of the decode-on-the-device path, the workers' CPU per image);
+all within a time budget (8 minutes by default).
 
     python -m greenmim_lab.benchmarking.gpu_check [--out work_dirs/gpu_check.md]
     python -m greenmim_lab.benchmarking.gpu_check --smoke --device cpu  # the same path, tiny
@@ -28,6 +29,7 @@ from greenmim_lab import REPO_ROOT
 
 BUDGET_S = 450  # of the 8 minutes; tools/gpu_check.sh installs the wheels first
 TESTS_MAX_S = 150
+LOADER_ESTIMATE_S = 40
 
 
 @dataclass
@@ -64,6 +66,10 @@ def matrix(smoke: bool, device: str) -> List[Cell]:
         Cell('compiled, CUDA graphs', compiled + ['--batch-size', '128',
                                                   '--compile-mode', 'reduce-overhead'],
              120),
+        Cell('eager, decode on the GPU', eager + [
+            '--no-memory', '--batch-size', '256', '--greenmim-config',
+            'configs/pretrain/greenmim_swin-base-w7_8xb256-amp-coslr-800e_in1k_device-decode.py'],
+             60),
         Cell('eager', eager + ['--batch-size', 'max'], 90),
         Cell('compiled', compiled + ['--batch-size', 'max'], 120),
         Cell('compiled', compiled + ['--batch-size', '256'], 90),
@@ -138,7 +144,7 @@ def _note_row(cell: Cell, note: str) -> list:
     return [cell.mode, sizes, note] + [''] * (len(STEP_HEADER) - 2)
 
 
-def write_report(path: str, header: str, rows: List[list]) -> None:
+def write_report(path: str, header: str, rows: List[list], extra: str = '') -> None:
     from .measure import markdown_table
     from .runner import STEP_HEADER
 
@@ -146,6 +152,34 @@ def write_report(path: str, header: str, rows: List[list]) -> None:
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(path, 'w') as f:
         f.write(header + '\n\n' + markdown_table(columns, rows) + '\n')
+        if extra:
+            f.write('\n' + extra + '\n')
+
+
+def run_loader(device: str, smoke: bool, seconds: float) -> str:
+    """The loader section (input pipelines' CPU per image, and the decode + crop on
+    ``device`` of the decode-on-the-device path) as markdown; a failure says so."""
+    from . import cli
+
+    if seconds < LOADER_ESTIMATE_S:
+        return (f'Loader: not run: {seconds:.0f} s of budget left, needs '
+                f'~{LOADER_ESTIMATE_S} s.')
+    argv = ['--section', 'loader', '--arch', 'base', '--device', device,
+            '--loader-images', '8' if smoke else '64', '--repeats', '1' if smoke else '3',
+            '--op-batch', '8' if smoke else '256']
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(max(1, int(seconds)))
+    try:
+        out = cli.run(cli.parse_args(argv))
+    except _OutOfBudget:
+        return f'Loader: stopped: out of budget after {seconds:.0f} s.'
+    except Exception as error:  # noqa: BLE001  (the step rows stand)
+        return f'Loader: failed: {error_summary(error)}'
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    return '\n\n'.join(out['tables'][name] for name in (
+        'loader-device-decode', 'loader', 'loader-cores'))
 
 
 def main(argv: Optional[List[str]] = None) -> List[list]:
@@ -192,6 +226,8 @@ def main(argv: Optional[List[str]] = None) -> List[list]:
                   'autocast; max = the largest batch that fits (eager); compiled rows '
                   'without memory probes.')
         write_report(args.out, header, rows)
+    loader = run_loader(args.device, args.smoke, args.budget_s - (time.monotonic() - start))
+    write_report(args.out, header, rows, loader)
     print(open(args.out).read())
     if osp.exists(errors_path):
         print(f'failed cells: tracebacks in {errors_path}')

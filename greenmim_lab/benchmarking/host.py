@@ -9,7 +9,7 @@ thread-CPU time is the host's share of a step. Two ways, side by side:
   DataLoader workers in training), the step only dispatches;
 - ``planning in the step``: a batch of bare masks, planned by the model in the step.
 
-Plus the planning itself (``build_visible_plan``: what the workers do per batch).
+Plus the planning itself (``pack_visible_plan``: what the workers do per batch).
 """
 import os
 import statistics
@@ -23,7 +23,7 @@ from mmpretrain.structures import DataSample
 
 from greenmim_mm.datasets.collate import collate_geometry
 from greenmim_mm.ops.masking import random_unit_masks
-from greenmim_mm.ops.visible_plan import build_visible_plan
+from greenmim_mm.ops.visible_plan import build_visible_plan, pack_visible_plan
 from .comparisons import comparison
 
 
@@ -45,7 +45,7 @@ def host_table(backbone: str = 'swin', arch: str = 'base', batch: int = 128,
 
     cfg = comparison(backbone, arch)[0].cfg
     crop = next(step['scale'] for step in cfg.train_dataloader.dataset.pipeline
-                if step['type'] == 'RandomResizedCrop')
+                if step['type'] in ('RandomResizedCrop', 'TensorRandomResizedCrop'))
     masker = next(step for step in cfg.train_dataloader.dataset.pipeline
                   if step['type'] == 'GreenMIMMaskGenerator')
     grid = (crop // masker['mask_unit'], ) * 2
@@ -64,11 +64,11 @@ def host_table(backbone: str = 'swin', arch: str = 'base', batch: int = 128,
             data = dict(inputs=torch.zeros(batch, 3, crop, crop, dtype=torch.uint8),
                         data_samples=[DataSample().set_mask(m) for m in mask])
             if with_plan:
-                data['plan'] = build_visible_plan(geometry, mask)
+                data['plan'] = pack_visible_plan(geometry, mask)  # as the workers
             yield data
 
     rows = []
-    planning = _cpu_ms(lambda: build_visible_plan(geometry, masks[0]), repeats)
+    planning = _cpu_ms(lambda: pack_visible_plan(geometry, masks[0]), repeats)
     for name, with_plan in (('loader plan', True), ('planning in the step', False)):
         ready = list(batches(with_plan))
         steps = iter(ready)

@@ -1,7 +1,8 @@
 """A model's training step as mmengine's train loop runs it, and the batches it eats.
 
 Batches are made the way a training run makes them, outside the timed region: random
-images through the config's own training pipeline (minus the file loading), collated
+images through the config's own training pipeline (minus the file loading; JPEG bytes
+for a pipeline that decodes on the device, which the timed step then decodes), collated
 by the config's own ``train_dataloader.collate_fn``, with a ``DataLoader`` built by
 mmengine's ``Runner.build_dataloader``. What is timed is then only the training
 process's work, ``model.train_step(batch, optim_wrapper)``: data preprocessor (the
@@ -36,11 +37,13 @@ class StepOptions:
 
 
 class RandomImages(torch.utils.data.Dataset):
-    """``num`` random uint8 images through a training pipeline without its file loading."""
+    """``num`` random uint8 images through a training pipeline without its file loading
+    (a pipeline that decodes on the device, ``LoadJPEGBytes``, gets them as JPEG bytes)."""
 
     def __init__(self, pipeline_cfg: list, num: int, seed: int = 0) -> None:
         from mmengine.dataset import Compose
 
+        self.jpeg = any(step['type'] == 'LoadJPEGBytes' for step in pipeline_cfg)
         self.pipeline = Compose(
             [step for step in pipeline_cfg if step['type'] != 'LoadImageFromFile'])
         self.num, self.seed = num, seed
@@ -51,6 +54,10 @@ class RandomImages(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng((self.seed, index))
         img = rng.integers(0, 256, (SOURCE_SIZE, SOURCE_SIZE, 3), dtype=np.uint8)
+        if self.jpeg:
+            import cv2
+            jpeg = cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+            return self.pipeline(dict(img_bytes=jpeg, img_path=f'random_{index}.jpg'))
         return self.pipeline(dict(img=img, ori_shape=img.shape[:2],
                                   img_shape=img.shape[:2]))
 

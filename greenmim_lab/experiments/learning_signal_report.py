@@ -172,7 +172,8 @@ def checkpoint_batch(cfg, image_paths: Sequence[str], seed: int = 0) -> dict:
     from mmengine.dataset import Compose, default_collate
 
     steps = [step for step in cfg.train_pipeline
-             if step['type'] not in ('RandomResizedCrop', 'RandomFlip')]
+             if step['type'] not in ('RandomResizedCrop', 'TensorRandomResizedCrop',
+                                     'RandomFlip')]
     pipeline = Compose(steps)
     state = np.random.get_state()
     np.random.seed(seed)  # the mask generators draw from numpy's global generator

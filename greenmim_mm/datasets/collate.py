@@ -5,7 +5,7 @@ The training process of a visible-only model should only launch device work: eve
 index derived from the masks (grouping plans, gather rows of the sparse convs, the
 visible units) is built here, on the CPU, in the loader's worker processes, while the
 device runs the previous step. The batch gains a ``plan`` entry, a
-:class:`~greenmim_mm.ops.visible_plan.VisiblePlan` of CPU tensors (pinned by the
+:class:`~greenmim_mm.ops.visible_plan.PackedVisiblePlan` of CPU tensors (pinned by the
 DataLoader when ``pin_memory=True``), which ``GreenMIMDataPreprocessor`` copies to the
 device without blocking and ``GreenMIM`` hands to its backbone.
 
@@ -33,7 +33,7 @@ from mmengine.dataset import default_collate
 from mmengine.registry import FUNCTIONS
 
 from ..ops.masking import MASK_MODES, apply_mask_mode
-from ..ops.visible_plan import VisibleGeometry, build_visible_plan
+from ..ops.visible_plan import VisibleGeometry, pack_visible_plan
 
 _BACKBONES: Dict[str, Any] = {}  # per process: backbone config (JSON) -> meta backbone
 
@@ -93,13 +93,23 @@ def greenmim_collate(data_batch: Sequence[dict], backbone: dict = None,
             replaced too, so pictures show what the model saw).
 
     Returns:
-        ``dict(inputs=(B, 3, H, W), data_samples=[...], plan=VisiblePlan)``.
+        ``dict(inputs=(B, 3, H, W), data_samples=[...], plan=PackedVisiblePlan)``;
+        ``inputs`` is the list of the samples' tensors when they differ in shape (JPEG
+        bytes of a pipeline that decodes on the device)
+        (the plan packed for the trip; its ``to(device)`` is the working plan).
     """
     if backbone is not None and not isinstance(backbone, dict):
         raise ValueError(f'backbone must be the backbone config (a dict), got {backbone!r}.')
     if mask_mode not in MASK_MODES:
         raise ValueError(f'mask_mode must be one of {MASK_MODES}, got {mask_mode!r}.')
-    batch = default_collate(data_batch)
+    inputs = [sample['inputs'] for sample in data_batch]
+    encoded = any(x.dim() != 3 for x in inputs) or len({x.shape for x in inputs}) > 1
+    if encoded:  # decoded and cropped on the device (datasets/device_decode.py)
+        rest = default_collate([{k: v for k, v in sample.items() if k != 'inputs'}
+                                for sample in data_batch])
+        batch = dict(inputs=inputs, **rest)  # inputs first: the preprocessor reads in order
+    else:
+        batch = default_collate(data_batch)
     samples = batch['data_samples']
     if not samples or 'mask' not in samples[0]:
         raise ValueError(
@@ -112,6 +122,7 @@ def greenmim_collate(data_batch: Sequence[dict], backbone: dict = None,
             sample.mask = sample_mask
     if backbone is None:  # nothing to plan for: the model plans in the step (and says so)
         return batch
-    geometry = collate_geometry(backbone, tuple(batch['inputs'].shape[-2:]))
-    batch['plan'] = build_visible_plan(geometry, mask, shared_mask=mask_mode == 'batch')
+    img_hw = tuple(samples[0].crop_size) if encoded else tuple(batch['inputs'].shape[-2:])
+    geometry = collate_geometry(backbone, img_hw)
+    batch['plan'] = pack_visible_plan(geometry, mask, shared_mask=mask_mode == 'batch')
     return batch

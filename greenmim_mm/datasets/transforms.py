@@ -63,7 +63,8 @@ class GreenMIMMaskGenerator(BaseTransform):
 
     def transform(self, results: dict) -> Optional[dict]:
         """Add ``results['mask']``, a ``(Hu, Wu)`` bool array (True = masked)."""
-        height, width = results['img'].shape[:2]
+        # a deferred crop (decoded on the device) gives its size; otherwise the image
+        height, width = results.get('crop_size') or results['img'].shape[:2]
         grid = unit_grid((height, width), self.mask_unit)
         num_visible = num_visible_units(grid[0] * grid[1], self.mask_ratio)
         results['mask'] = random_unit_masks(1, grid, num_visible)[0].numpy()

@@ -124,10 +124,14 @@ def visible_token_coords(mask: Tensor, unit: int) -> Tensor:
         mask: ``(B, Hu, Wu)`` bool unit mask, True = masked.
         unit: tokens per mask unit along each side at this stage (a power of 2).
     """
-    width_units = mask.shape[2]
-    unit_ids = visible_unit_ids(mask)  # B, Nu
+    return unit_token_coords(visible_unit_ids(mask), mask.shape[2], unit)
+
+
+def unit_token_coords(unit_ids: Tensor, width_units: int, unit: int) -> Tensor:
+    """:func:`visible_token_coords` from the ``(B, Nu)`` visible unit ids (row-major on
+    a grid ``width_units`` wide): ``(B, Nu*u*u, 2)``, a few ops on their device."""
     unit_rc = torch.stack([unit_ids // width_units, unit_ids % width_units], -1)
-    offsets = morton_offsets(unit, device=mask.device)  # u*u, 2
+    offsets = morton_offsets(unit, device=unit_ids.device)  # u*u, 2
     coords = unit_rc[:, :, None, :] * unit + offsets[None, None]  # B, Nu, u*u, 2
     return coords.flatten(1, 2)
 

@@ -15,7 +15,15 @@ of ``g`` slots (:mod:`greenmim_mm.ops.grouping`), giving
   their windows reach.
 
 Both are numpy work on the CPU, done where the masks are made (the data loader, see
-:mod:`greenmim_mm.ops.visible_plan`); the device only receives the index tensors.
+:mod:`greenmim_mm.ops.visible_plan`). **What travels** is a :class:`PackedWindowPlan`,
+two index tensors in the smallest integer dtype that holds them: the slot of every
+token and the key (``window * ws^2 + pos``, -1 for padding) of every slot. Everything
+else is derived from those two by :func:`unpack_window_plan`, a few elementwise, cumsum
+and scatter kernels on whatever device they are on (no host sync, static shapes): the
+slots' windows and positions, and the sequence plan, whose order is the slot order
+without the padding (each attention window is a contiguous run, windows ordered by
+group). :func:`plan_window_groups` goes through the same unpacking, so the plan a model
+gets from the loader equals the one it would build from the mask.
 
 **Static shapes.** A training step compiles once only if its shapes do not depend on
 the mask. Given ``group_size`` (``g``, at least the largest count any mask can put in a
@@ -40,6 +48,20 @@ FLEX_BLOCK = 128
 """Tokens per query/key block of the flex backend's block mask."""
 
 
+def index_dtype(max_value: int) -> torch.dtype:
+    """The smallest of int16/int32/int64 that holds ``-1 .. max_value``."""
+    for dtype in (torch.int16, torch.int32):
+        if max_value <= torch.iinfo(dtype).max:
+            return dtype
+    return torch.int64
+
+
+def narrow(array: np.ndarray) -> Tensor:
+    """``array`` (integers >= -1) as a tensor of :func:`index_dtype`."""
+    top = int(array.max()) if array.size else 0
+    return torch.from_numpy(array).to(index_dtype(top))
+
+
 @dataclass
 class WindowGroupPlan:
     """The plan of one (stage, window size, effective shift) for a batch of masks.
@@ -51,7 +73,8 @@ class WindowGroupPlan:
         slot_pos: ``(G, g)`` int64 position ``r * ws + c`` of the slot inside its
             (rolled) window, the row/column of the relative position index; 0 for
             padding.
-        seq_order: ``(B*N,)`` int64, the tokens sorted by attention window (flex).
+        seq_order: ``(B*N,)`` int64, the tokens in slot order without the padding
+            (flex): every attention window is a contiguous run.
         seq_window: ``(B*N,)`` int64 attention window of each sequence position.
         seq_pos: ``(B*N,)`` int64 in-window position of each sequence position.
         block_low, block_high: ``(nB,)`` int64, for every block of ``FLEX_BLOCK``
@@ -204,25 +227,102 @@ def _check_geometry(coords: Union[Tensor, np.ndarray], hw: Tuple[int, int],
 # ----------------------------------------------------------------------------------
 # The plan
 # ----------------------------------------------------------------------------------
-def _flex_block_ranges(seq_window: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """First and last key block that the windows of every query block reach."""
-    length = len(seq_window)
-    index = np.arange(length)
-    starts = np.ones(length, dtype=bool)
+def _flex_block_ranges(seq_window: Tensor) -> Tuple[Tensor, Tensor]:
+    """First and last key block that the windows of every query block reach (torch,
+    on ``seq_window``'s device: windows are contiguous runs of the sequence)."""
+    length = seq_window.shape[0]
+    index = torch.arange(length, device=seq_window.device)
+    starts = torch.ones(length, dtype=torch.bool, device=seq_window.device)
     starts[1:] = seq_window[1:] != seq_window[:-1]
-    first = np.maximum.accumulate(np.where(starts, index, 0))  # L: first of my window
-    ends = np.ones(length, dtype=bool)
+    first = torch.cummax(torch.where(starts, index, 0), 0).values  # L: first of my window
+    ends = torch.ones_like(starts)
     ends[:-1] = starts[1:]
-    last = np.minimum.accumulate(np.where(ends, index, length)[::-1])[::-1]  # L
+    last = torch.cummin(torch.where(ends, index, length).flip(0), 0).values.flip(0)  # L
     block_first = index[::FLEX_BLOCK]  # nB: first token of each block
-    block_last = np.minimum(block_first + FLEX_BLOCK - 1, length - 1)
+    block_last = (block_first + FLEX_BLOCK - 1).clamp(max=length - 1)
     return first[block_first] // FLEX_BLOCK, last[block_last] // FLEX_BLOCK
+
+
+@dataclass
+class PackedWindowPlan:
+    """A :class:`WindowGroupPlan` as it travels from the loader workers: what cannot be
+    derived cheaply, in the smallest integer dtypes (:func:`index_dtype`).
+
+    Attributes:
+        token_slot: ``(B*N,)`` slot of every visible token.
+        slot_key: ``(G*g,)`` ``window * ws^2 + pos`` of every slot, -1 for padding.
+        the rest: the integers of :class:`WindowGroupPlan`.
+    """
+    token_slot: Tensor
+    slot_key: Tensor
+    group_size: int
+    num_groups: int
+    batch_size: int
+    num_tokens: int
+    hw: Tuple[int, int]
+    window_size: int
+    shift: int
+    num_windows: int
+    cost: float
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.token_slot, self.slot_key))
+
+    def pin_memory(self) -> 'PackedWindowPlan':
+        return replace(self, token_slot=self.token_slot.pin_memory(),
+                       slot_key=self.slot_key.pin_memory())
+
+    def to(self, device: Union[str, torch.device],
+           non_blocking: bool = True) -> 'WindowGroupPlan':
+        """The working :class:`WindowGroupPlan` on ``device`` (copied, then unpacked
+        there)."""
+        return unpack_window_plan(replace(
+            self, token_slot=self.token_slot.to(device, non_blocking=non_blocking),
+            slot_key=self.slot_key.to(device, non_blocking=non_blocking)))
+
+
+def unpack_window_plan(packed: PackedWindowPlan) -> WindowGroupPlan:
+    """Everything :class:`WindowGroupPlan` holds, from the token slots and slot keys,
+    on their device: elementwise ops, one cumsum, two scatters, no host sync."""
+    ws2 = packed.window_size ** 2
+    token_slot = packed.token_slot.long()  # B*N
+    slot_key = packed.slot_key.long()  # G*g
+    real = slot_key >= 0  # G*g
+    slot_window = torch.where(real, slot_key // ws2, -1)  # G*g
+    slot_pos = torch.where(real, slot_key % ws2, 0)  # G*g
+    # Sequence position of a token = number of real slots before its slot.
+    token_rank = (torch.cumsum(real, 0) - 1)[token_slot]  # B*N
+    seq_order = torch.empty_like(token_slot).index_copy_(
+        0, token_rank, torch.arange(token_slot.shape[0], device=token_slot.device))
+    seq_key = torch.empty_like(token_slot).index_copy_(0, token_rank,
+                                                       slot_key[token_slot])  # B*N
+    seq_window = seq_key // ws2
+    block_low, block_high = _flex_block_ranges(seq_window)
+    shape = (packed.num_groups, packed.group_size)
+    return WindowGroupPlan(
+        token_slot=token_slot, slot_window=slot_window.view(shape),
+        slot_pos=slot_pos.view(shape), seq_order=seq_order, seq_window=seq_window,
+        seq_pos=seq_key % ws2, block_low=block_low, block_high=block_high,
+        group_size=packed.group_size, num_groups=packed.num_groups,
+        batch_size=packed.batch_size, num_tokens=packed.num_tokens, hw=packed.hw,
+        window_size=packed.window_size, shift=packed.shift,
+        num_windows=packed.num_windows, cost=packed.cost)
 
 
 def plan_window_groups(coords: Union[Tensor, np.ndarray], hw: Tuple[int, int],
                        window_size: int, shift: int, group_size: Optional[int] = None,
                        num_groups: Optional[int] = None) -> WindowGroupPlan:
-    """The plan of one (stage, shift) for visible tokens at ``coords``.
+    """The plan of one (stage, shift) for visible tokens at ``coords``: the
+    :func:`pack_window_groups` of them, unpacked on the CPU (same arguments)."""
+    return unpack_window_plan(pack_window_groups(coords, hw, window_size, shift,
+                                                 group_size, num_groups))
+
+
+def pack_window_groups(coords: Union[Tensor, np.ndarray], hw: Tuple[int, int],
+                       window_size: int, shift: int, group_size: Optional[int] = None,
+                       num_groups: Optional[int] = None) -> PackedWindowPlan:
+    """The packed plan of one (stage, shift) for visible tokens at ``coords``.
 
     Replicates ShiftWindowMSA (see :func:`window_key_tables`): every (sample, window,
     shift region) is one attention window; the attention windows of all samples are
@@ -279,19 +379,10 @@ def plan_window_groups(coords: Union[Tensor, np.ndarray], hw: Tuple[int, int],
     slot_sorted = slot_base[window_sorted] + np.arange(batch * num_tokens)  # B*N
     token_slot = np.empty(batch * num_tokens, dtype=np.int64)
     token_slot[order] = slot_sorted
-    slot_window = np.full(total_groups * g, -1, dtype=np.int64)
-    slot_window[slot_sorted] = window_sorted
-    slot_pos = np.zeros(total_groups * g, dtype=np.int64)
-    slot_pos[slot_sorted] = sorted_key % ws2
-    block_low, block_high = _flex_block_ranges(window_sorted)
-    return WindowGroupPlan(
-        token_slot=torch.from_numpy(token_slot),  # B*N
-        slot_window=torch.from_numpy(slot_window).view(total_groups, g),  # G, g
-        slot_pos=torch.from_numpy(slot_pos).view(total_groups, g),  # G, g
-        seq_order=torch.from_numpy(order),  # B*N
-        seq_window=torch.from_numpy(window_sorted),  # B*N
-        seq_pos=torch.from_numpy(sorted_key % ws2),  # B*N
-        block_low=torch.from_numpy(block_low), block_high=torch.from_numpy(block_high),
+    slot_key = np.full(total_groups * g, -1, dtype=np.int64)
+    slot_key[slot_sorted] = sorted_key
+    return PackedWindowPlan(
+        token_slot=narrow(token_slot), slot_key=narrow(slot_key),  # B*N, G*g
         group_size=g, num_groups=total_groups, batch_size=batch, num_tokens=num_tokens,
         hw=(int(hw[0]), int(hw[1])), window_size=window_size, shift=shift,
         num_windows=len(nonzero), cost=packing.cost)

@@ -9,7 +9,7 @@
 - bf16 autocast gives a finite loss close to fp32's.
 """
 import warnings
-from typing import Dict, List, Tuple
+from typing import Dict, List, Tuple, Union
 
 import pytest
 import torch
@@ -25,7 +25,7 @@ import greenmim_mm.ops.visible_plan as visible_plan
 import greenmim_mm.ops.window_plan as window_plan
 from greenmim_mm.datasets import greenmim_collate
 from greenmim_mm.ops.masking import random_unit_masks
-from greenmim_mm.ops.visible_plan import VisiblePlan
+from greenmim_mm.ops.visible_plan import PackedVisiblePlan, VisiblePlan
 from helpers import tiny_greenmim
 
 IMG = 128  # a 4x4 grid of 32 px units
@@ -66,8 +66,18 @@ def collate(backbone: dict, batch: int = 4, seed: int = 0, **kwargs) -> dict:
     return greenmim_collate(pipeline_samples(batch, seed), backbone=backbone, **kwargs)
 
 
-def plan_shapes(plan: VisiblePlan) -> List[Tuple]:
-    """Every tensor shape and integer of a plan, in a fixed order."""
+def plan_shapes(plan: Union[VisiblePlan, PackedVisiblePlan]) -> List[Tuple]:
+    """Every tensor shape and integer of a plan, in a fixed order (of a packed plan:
+    its tensors' shapes and dtypes, then those of the working plan it unpacks to)."""
+    if isinstance(plan, PackedVisiblePlan):
+        packed = plan.plan
+        tensors = [packed.mask, packed.unit_ids]
+        for stage in packed.stages:
+            for _, attention in sorted(stage.attention.items()):
+                tensors += [attention.token_slot, attention.slot_key]
+            tensors += [t for t in (stage.embed_rows, stage.sr_rows, stage.peg_rows)
+                        if t is not None]
+        return [(tuple(t.shape), t.dtype) for t in tensors] + plan_shapes(plan.to('cpu'))
     found = [tuple(plan.mask.shape), tuple(plan.unit_ids.shape)]
     for stage in plan.stages:
         for key, attention in sorted(stage.attention.items()):
@@ -99,6 +109,36 @@ def test_swin_b_plan_shapes_do_not_depend_on_the_masks():
         mask = random_unit_masks(8, (7, 7), 12, torch.Generator().manual_seed(seed))
         shapes.add(str(plan_shapes(model.visible_plan(img, mask))))
     assert len(shapes) == 1
+
+
+def working_nbytes(plan: VisiblePlan) -> int:
+    """Bytes of every tensor of a working plan."""
+    tensors = [plan.mask, plan.unit_ids]
+    for stage in plan.stages:
+        for attention in stage.attention.values():
+            tensors += [getattr(attention, name) for name in (
+                'token_slot', 'slot_window', 'slot_pos', 'seq_order', 'seq_window',
+                'seq_pos', 'block_low', 'block_high')]
+        tensors += [stage.token_index, stage.embed_rows, stage.sr_rows, stage.peg_rows,
+                    stage.coords]
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def test_swin_b_plan_travels_in_a_quarter_of_the_bytes():
+    """The paper's Swin-B at 256 images: the packed plan (what the workers hand over)
+    is at most 7 MB and a quarter of the working plan, in the smallest index dtypes."""
+    model = MODELS.build(dict(type='GreenMIMSwinTransformer', arch='base',
+                              window_size=7)).to('meta')
+    geometry = model.checked_geometry(torch.empty(256, 3, 224, 224, device='meta'))
+    mask = random_unit_masks(256, (7, 7), 12, torch.Generator().manual_seed(0))
+    packed = visible_plan.pack_visible_plan(geometry, mask)
+    assert packed.nbytes <= 7e6
+    assert packed.nbytes <= working_nbytes(packed.to('cpu')) / 4
+    for stage in packed.plan.stages:
+        for attention in stage.attention.values():
+            for index in (attention.token_slot, attention.slot_key):
+                smallest = torch.int16 if int(index.max()) < 2**15 else torch.int32
+                assert index.dtype == smallest
 
 
 @pytest.mark.parametrize('window,batch,trials', [(4, 16, 200), (7, 32, 30)])
@@ -156,10 +196,12 @@ def test_training_process_builds_no_plan(name, monkeypatch):
 
     def forbidden(*args, **kwargs):
         raise AssertionError('a plan was built in the training process')
-    for module, names in ((visible_plan, ('build_visible_plan', 'plan_window_groups',
-                                          'block_rows', 'neighbour_rows',
-                                          'visible_token_coords', 'visible_unit_ids')),
-                          (window_plan, ('plan_window_groups', '_pack')),
+    for module, names in ((visible_plan, ('build_visible_plan', 'pack_visible_plan',
+                                          'pack_window_groups', 'block_rows',
+                                          'neighbour_rows', 'visible_token_coords',
+                                          'visible_unit_ids')),
+                          (window_plan, ('plan_window_groups', 'pack_window_groups',
+                                         '_pack')),
                           (sparse_conv_index, ('neighbour_index', 'block_index',
                                                'token_index_map')),
                           (sparse_conv, ('block_rows', 'neighbour_rows', 'token_index_map'))):

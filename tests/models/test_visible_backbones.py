@@ -58,14 +58,14 @@ def test_one_plan_per_stage_window_and_shift(family, kwargs, windows, monkeypatc
     blocks share that plan."""
     import greenmim_mm.ops.visible_plan as visible_plan
     calls = []
-    plan_window_groups = visible_plan.plan_window_groups
+    pack_window_groups = visible_plan.pack_window_groups
 
     def counting(coords, hw, window_size, shift, **kwargs):
         assert coords.device.type == 'cpu'
         calls.append((window_size, shift))
-        return plan_window_groups(coords, hw, window_size, shift, **kwargs)
+        return pack_window_groups(coords, hw, window_size, shift, **kwargs)
 
-    monkeypatch.setattr(visible_plan, 'plan_window_groups', counting)
+    monkeypatch.setattr(visible_plan, 'pack_window_groups', counting)
     model = build(family, **kwargs)
     img, mask = torch.randn(2, 3, 128, 128), random_masks(2, (4, 4), 4)
     plan = model.visible_plan(img, mask)

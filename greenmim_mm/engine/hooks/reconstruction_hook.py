@@ -7,6 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
+from ...datasets.device_decode import decode_crop_batch
 from ...visualization import reconstruction_panels
 
 
@@ -45,11 +46,12 @@ class ReconstructionVisualizationHook(Hook):
         if self._batch is not None or data_batch is None:
             return
         inputs = data_batch['inputs'][:self.num_images]
-        if isinstance(inputs, (list, tuple)):  # pseudo_collate: list of (3, H, W)
+        samples = list(data_batch['data_samples'][:self.num_images])
+        if isinstance(inputs, (list, tuple)) and samples and 'crop_box' in samples[0]:
+            inputs = decode_crop_batch(list(inputs), samples, 'cpu')  # JPEG bytes
+        elif isinstance(inputs, (list, tuple)):  # pseudo_collate: list of (3, H, W)
             inputs = torch.stack(list(inputs))
-        self._batch = dict(
-            inputs=inputs.clone(),
-            data_samples=list(data_batch['data_samples'][:self.num_images]))
+        self._batch = dict(inputs=inputs.clone(), data_samples=samples)
         if runner.iter == 0:
             self._draw(runner, step=0)
 

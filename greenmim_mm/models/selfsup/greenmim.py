@@ -27,11 +27,14 @@ from ...ops.visible_plan import VisiblePlan
 class GreenMIMDataPreprocessor(SelfSupDataPreprocessor):
     """``SelfSupDataPreprocessor`` that moves the batch's plan and leaves masks alone.
 
-    - ``data['plan']`` (a :class:`~greenmim_mm.ops.visible_plan.VisiblePlan` of CPU
-      tensors from ``greenmim_collate``, pinned by the DataLoader) is copied to the
-      device with non-blocking copies and returned as ``plan``;
+    - ``data['plan']`` (a :class:`~greenmim_mm.ops.visible_plan.PackedVisiblePlan` of
+      CPU tensors from ``greenmim_collate``, pinned by the DataLoader) is copied to the
+      device with non-blocking copies, unpacked there and returned as ``plan``;
     - the data samples' unit masks stay on the CPU (mmengine would move every tensor
-      of a data sample; a device mask read back for planning would stall the GPU).
+      of a data sample; a device mask read back for planning would stall the GPU);
+    - a batch of JPEG bytes with deferred crops (``inputs`` a list, see
+      :mod:`greenmim_mm.datasets.device_decode`) is decoded, cropped and flipped on the
+      device first.
     Everything else is ``SelfSupDataPreprocessor`` (same arguments).
 
     It runs eagerly under ``torch.compile`` (one graph break): traced, it would guard
@@ -43,6 +46,10 @@ class GreenMIMDataPreprocessor(SelfSupDataPreprocessor):
         data = dict(data)
         plan = data.pop('plan', None)
         samples = data.get('data_samples') or []
+        inputs = data.get('inputs')
+        if isinstance(inputs, (list, tuple)) and samples and 'crop_box' in samples[0]:
+            from ...datasets.device_decode import decode_crop_batch  # JPEG bytes
+            data['inputs'] = decode_crop_batch(inputs, samples, self.device)
         masks = [sample.pop('mask', None) for sample in samples]
         try:
             out = super().forward(data, training)

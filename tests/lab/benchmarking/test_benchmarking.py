@@ -3,6 +3,7 @@ the largest-batch search, bad input, and the GPU check's path on the CPU."""
 import inspect
 import math
 import os
+import os.path as osp
 import re
 import subprocess
 import sys
@@ -38,6 +39,27 @@ def test_runner_times_both_models_side_by_side(backbone):
     speed_up = float(greenmim_row.split('|')[-3].strip().rstrip('x'))
     assert math.isfinite(speed_up) and speed_up > 0
     assert '| SimMIM |' in table and 'GPU busy' not in table
+
+
+def test_step_with_the_decode_on_the_device(tmp_path):
+    """A pipeline that decodes on the device gets JPEG bytes; the timed step decodes
+    them (here on the CPU, the GPU check's cell on the GPU)."""
+    from mmengine.config import Config
+
+    from greenmim_lab.benchmarking.steps import make_batches
+
+    greenmim, simmim = comparison('swin', 'demo')
+    device = Config.fromfile(osp.join(
+        REPO_ROOT, 'configs/_base_/datasets/imagenet_bs256_greenmim_device-decode.py'))
+    pipeline = [dict(step) for step in device.train_pipeline]
+    pipeline[1]['scale'] = 128  # the demo's size
+    greenmim.cfg.train_dataloader.dataset.pipeline = pipeline
+    greenmim.cfg.train_pipeline = pipeline
+    batch = make_batches(greenmim.cfg, 2, 1, CPU)[0]
+    assert isinstance(batch['inputs'], list) and batch['inputs'][0].dim() == 1
+    results = run_steps([greenmim, simmim], [2], CPU, steps=1, warmup=0,
+                        measure_memory=False)
+    assert all(math.isfinite(r.images_per_s) and r.images_per_s > 0 for r in results)
 
 
 def test_batches_come_from_each_pipeline_and_collate_fn(monkeypatch):
@@ -167,6 +189,9 @@ def test_gpu_check_smoke_on_the_cpu_without_mmdet_and_mmcv_ops(tmp_path):
         assert peak.endswith(' MiB') and int(peak.split()[0]) > 10  # probe in a child
     # every cell ran (a failed cell makes the script exit 1, checked above)
     assert rows['compiled (dynamo, eager backend)', '2', 'GreenMIM'][4].strip().endswith('ms')
+    # then the loader: decode + crop of the decode-on-the-device path, CPU per image
+    assert '### Decode + crop on the training device' in report, report[-2000:]
+    assert '### Input pipeline: CPU per image' in report
 
 
 def test_gpu_check_without_wheels_says_what_to_do(tmp_path):
