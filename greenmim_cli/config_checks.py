@@ -74,7 +74,7 @@ def set_data_root(cfg: Config, folder: str) -> None:
 
 def _crop(cfg: Config) -> Optional[Tuple[str, Any, Tuple[int, int]]]:
     """``(its --cfg-options key, its value, (height, width))`` of the training crop: the
-    last ``RandomResizedCrop`` of ``train_dataloader.dataset.pipeline`` (mmpretrain's
+    last ``*RandomResizedCrop`` of ``train_dataloader.dataset.pipeline`` (mmpretrain's
     ``scale``: an int, or ``(h, w)``); None without one."""
     dataset = (cfg.get('train_dataloader') or {}).get('dataset') or {}
     pipeline = dataset.get('pipeline') if isinstance(dataset, dict) else None
@@ -82,7 +82,7 @@ def _crop(cfg: Config) -> Optional[Tuple[str, Any, Tuple[int, int]]]:
     for index, transform in enumerate(pipeline or []):
         kind = str(transform.get('type', '')).split('.')[-1]
         scale = transform.get('scale')
-        if kind == 'RandomResizedCrop' and scale is not None:
+        if kind.endswith('RandomResizedCrop') and scale is not None:  # Tensor-, Deferred-
             hw = (scale, scale) if isinstance(scale, int) else tuple(scale)[:2]
             found = (f'train_dataloader.dataset.pipeline.{index}.scale', scale, hw)
     return found

@@ -12,7 +12,7 @@ custom_imports = dict(imports=['greenmim_mm'], allow_failed_imports=False)
 
 img_size = 192
 train_pipeline = [
-    dict(step, scale=img_size) if step['type'] == 'RandomResizedCrop' else step
+    dict(step, scale=img_size) if step['type'].endswith('RandomResizedCrop') else step
     for step in _base_.train_pipeline
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

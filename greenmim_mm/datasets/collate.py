@@ -103,7 +103,10 @@ def greenmim_collate(data_batch: Sequence[dict], backbone: dict = None,
     if mask_mode not in MASK_MODES:
         raise ValueError(f'mask_mode must be one of {MASK_MODES}, got {mask_mode!r}.')
     inputs = [sample['inputs'] for sample in data_batch]
-    encoded = any(x.dim() != 3 for x in inputs) or len({x.shape for x in inputs}) > 1
+    # a pipeline that crops on the device says so per sample (its deferred crop box),
+    # whatever the shapes: images decoded in the worker may all have one size
+    samples_in = [sample.get('data_samples') for sample in data_batch]
+    encoded = any(sample is not None and 'crop_box' in sample for sample in samples_in)
     if encoded:  # decoded and cropped on the device (datasets/device_decode.py)
         rest = default_collate([{k: v for k, v in sample.items() if k != 'inputs'}
                                 for sample in data_batch])

@@ -147,18 +147,19 @@ class DeferredRandomFlip(RandomFlip):
 def _decode(jpegs: List[Tensor], device: torch.device, paths: Sequence[str]) -> list:
     """Decode a list of JPEGs on ``device`` (one batched call); on failure one by one,
     None (with one warning naming the file) for those that do not decode."""
-    from torchvision.io import decode_jpeg
+    from torchvision.io import ImageReadMode, decode_jpeg
 
+    rgb = ImageReadMode.RGB  # grayscale and CMYK JPEGs (ImageNet has both) as 3 channels
     if not jpegs:
         return []
     try:
-        return list(decode_jpeg(jpegs, device=device))
+        return list(decode_jpeg(jpegs, mode=rgb, device=device))
     except RuntimeError:
         pass
     images = []
     for jpeg, path in zip(jpegs, paths):
         try:
-            images.append(decode_jpeg(jpeg, device=device))
+            images.append(decode_jpeg(jpeg, mode=rgb, device=device))
         except RuntimeError as error:
             _warn_skip(path, f'the JPEG does not decode ({str(error).splitlines()[0]}); '
                        'another image of the batch takes its place')

@@ -67,7 +67,9 @@ class TensorRandomResizedCrop(RandomResizedCrop):
                 f'TensorRandomResizedCrop takes (H, W, C) uint8 images, got {img.dtype} '
                 f'{img.shape}: drop to_float32 from LoadImageFromFile.')
         box = self.rand_crop_params(img)  # offset_h, offset_w, target_h, target_w
-        image = torch.from_numpy(img).permute(2, 0, 1)  # C, H, W (a view)
+        # a view when it can be: a channel-reversed view (negative strides, e.g. RGB read
+        # as BGR by ImageFolderDataset) is copied once, torch takes no negative strides
+        image = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)  # C, H, W
         out = crop_resize(image, box, tuple(self.scale), self.interpolation)  # C, h, w
         results['img'] = out.permute(1, 2, 0).numpy()  # h, w, C
         results['img_shape'] = results['img'].shape  # as RandomResizedCrop

@@ -72,7 +72,8 @@ class NonFiniteGuard:
       ``fused=True`` on GPUs for an exact skip).
 
     Under gradient accumulation the flag of a window is the ``min`` of its micro-steps:
-    one non-finite micro-step drops the whole window's update. Device counters (steps
+    one non-finite micro-step drops the whole window's update, and counts as one skipped
+    step (the counters count updates). Device counters (steps
     skipped, in a row, longest run) are read by :meth:`check_nonfinite`, which the
     runtime-info hook (:class:`~greenmim_mm.engine.hooks.DeviceRuntimeInfoHook`) calls
     with its one read per logging interval (and before each checkpoint): it warns with
@@ -117,13 +118,13 @@ class NonFiniteGuard:
         # one decision for every process (no-op outside DDP); never read here
         all_reduce(finite, op='min')
         ok = finite.bool()
-        self._count(ok)
         self._window_ok = self._window_ok.to(ok.device) & ok
         loss = self.scale_loss(loss)  # type: ignore
         self.backward(loss)  # type: ignore
         # without accumulation every step updates: not reading the step count keeps a
         # compiled step from guarding on it (a recompilation per step)
         if self._accumulative_counts == 1 or self.should_update():  # type: ignore
+            self._count(self._window_ok)  # per update: a dropped window is one skipped step
             self._masked_step(self._window_ok, step_kwargs or {})
             self.zero_grad(**(zero_kwargs or {}))  # type: ignore
             self._window_ok = torch.ones_like(self._window_ok)
@@ -248,8 +249,9 @@ class NonFiniteGuard:
                       f'not finite ({skipped} skipped in this run, {in_a_row} in a row '
                       'now)', logger='current', level=logging.WARNING)
         if longest >= self.max_nonfinite_steps:
-            last = iteration - (steps - longest_end)
-            first = last - longest + 1
+            per_step = self._accumulative_counts  # type: ignore  # iterations per update
+            last = iteration - (steps - longest_end) * per_step
+            first = last - longest * per_step + 1
             raise NonFiniteLossError(
                 f'the loss was not finite for {longest} steps in a row '
                 f'(iterations {first}-{last}), training stopped; the checkpoints '
@@ -302,7 +304,8 @@ class AnyDeviceAmpOptimWrapper(NonFiniteGuard, AmpOptimWrapper):
     """mmengine's ``AmpOptimWrapper`` on a GPU; autocast (default bfloat16) on the CPU.
 
     Args:
-        loss_scale: as ``AmpOptimWrapper`` (on the CPU used for float16 only).
+        loss_scale: as ``AmpOptimWrapper``, used for float16 only (bfloat16 has
+            float32's range: no scaler, on any device).
         dtype: ``'bfloat16'``, ``'float16'`` (or a ``torch.dtype``); None: mmengine's
             default on a GPU (float16), bfloat16 on the CPU.
         use_fsdp: as ``AmpOptimWrapper`` (GPU only).
@@ -315,6 +318,8 @@ class AnyDeviceAmpOptimWrapper(NonFiniteGuard, AmpOptimWrapper):
                  max_nonfinite_steps: int = 10, **kwargs) -> None:
         self.device_type = get_device()
         if self.device_type != 'cpu':
+            if dtype in ('bfloat16', torch.bfloat16):  # float32's range: no scaler, so
+                loss_scale = dict(enabled=False)  # no found_inf read, fused skip stays
             super().__init__(loss_scale=loss_scale, dtype=dtype, use_fsdp=use_fsdp,
                              **kwargs)
         else:

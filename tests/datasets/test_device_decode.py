@@ -95,6 +95,25 @@ def test_collate_and_preprocessor_decode_on_the_training_device(files):
         assert torch.equal(a.attention[(7, 0)].token_slot, b.attention[(7, 0)].token_slot)
 
 
+def test_grayscale_jpegs_and_same_size_worker_decodes_still_crop(files, tmp_path):
+    """A grayscale JPEG decodes to 3 channels on the device; a batch whose images were
+    all decoded in the worker at one size (PNGs here) is still cropped there, not
+    stacked uncropped."""
+    preprocessor = MODELS.build(dict(type='GreenMIMDataPreprocessor',
+                                     mean=[123.675, 116.28, 103.53],
+                                     std=[58.395, 57.12, 57.375], to_rgb=True))
+    gray = str(tmp_path / 'gray.jpg')
+    cv2.imwrite(gray, cv2.cvtColor(cv2.imread(files[0]), cv2.COLOR_BGR2GRAY))
+    pngs = []
+    for i in range(2):
+        pngs.append(str(tmp_path / f'same_{i}.png'))
+        cv2.imwrite(pngs[-1], cv2.imread(files[i])[:300, :400])  # one size
+    for batch_files in ([gray, files[0]], pngs):
+        samples = run('imagenet_bs256_greenmim_device-decode.py', batch_files, 3)
+        out = preprocessor(greenmim_collate(samples, backbone=SWIN), True)
+        assert out['inputs'].shape == (2, 3, 224, 224)
+
+
 def test_truncated_and_unreadable_files_are_skipped_with_one_warning(files, tmp_path):
     from mmpretrain.registry import TRANSFORMS
 

@@ -75,6 +75,19 @@ def test_channel_order_is_kept():
     assert (out['img'][..., 0] == 200).all() and (out['img'][..., 1:] == 0).all()
 
 
+def test_a_channel_reversed_view_crops_like_its_copy():
+    """ImageFolderDataset hands over RGB read as BGR, a view with a negative stride
+    (``[..., ::-1]``): the crop takes it and gives the pixels of its contiguous copy."""
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    view = rgb[..., ::-1]
+    assert view.strides[2] < 0
+    np.random.seed(3)
+    out = TensorRandomResizedCrop(scale=32)(dict(img=view))['img']
+    np.random.seed(3)
+    expected = TensorRandomResizedCrop(scale=32)(dict(img=view.copy()))['img']
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_bad_arguments_and_inputs():
     with pytest.raises(ValueError, match="interpolation='lanczos'"):
         TensorRandomResizedCrop(scale=32, interpolation='lanczos')

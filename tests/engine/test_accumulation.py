@@ -120,6 +120,21 @@ def test_a_nonfinite_loss_drops_its_whole_window(bad):
     torch.testing.assert_close(model.weight, clean.weight, rtol=0, atol=0)
 
 
+def test_windows_each_with_one_bad_micro_step_stop_the_run():
+    """Every window of 2 has a NaN micro-step: no update happens, so the run stops after
+    ``max_nonfinite_steps`` dropped windows (good micro-steps do not reset the count)."""
+    from greenmim_mm.errors import NonFiniteLossError
+    model = torch.nn.Linear(4, 1, bias=False)
+    guard = sgd_wrapper(model, accumulative_counts=2, max_nonfinite_steps=3)
+    hub = MessageHub.get_current_instance()
+    for step in range(6):
+        hub.update_info('iter', step)
+        scale = math.nan if step % 2 == 0 else 1.0
+        guard.update_params(model(torch.ones(1, 4)).sum() * scale)
+    with pytest.raises(NonFiniteLossError, match='3 steps in a row'):
+        guard.check_nonfinite()
+
+
 @pytest.mark.parametrize('gpus, batch, counts', [(8, 256, 1), (4, 512, 1), (2, 256, 4),
                                                  (1, 512, 4)])
 def test_auto_scale_lr_counts_accumulation(tmp_path, monkeypatch, gpus, batch, counts):

@@ -28,6 +28,8 @@ DETECT_CFG = osp.join(REPO_ROOT, 'configs/detection/'
                      'greenmim_mask-rcnn_swin-demo-w4_fpn_1xb4-1500it_shapes-128px.py')
 PRETRAIN_CFG = osp.join(
     REPO_ROOT, 'configs/pretrain/greenmim_swin-demo-w4_1xb16-400it_photos-128px.py')
+SWIN_B_FOLDER_CFG = osp.join(  # the ImageNet recipe's pipeline (a tensor crop)
+    REPO_ROOT, 'configs/pretrain/greenmim_swin-base-w7_8xb256-amp-coslr-800e_folder.py')
 
 
 def snapshot(folder: str) -> Dict[str, Tuple[int, float]]:
@@ -193,6 +195,8 @@ def bad_files(tmp_path_factory) -> Dict[str, str]:
         files[key] = str(root / name)
         with open(files[key], 'wb') as f:
             f.write(content)
+    from greenmim_mm.datasets.demo import skimage_data_dir
+    files['photos'] = skimage_data_dir()  # readable images
     files['no_images'] = str(root / 'no_images')
     os.makedirs(osp.join(files['no_images'], 'sub'))
     with open(osp.join(files['no_images'], 'sub', 'notes.txt'), 'w') as f:
@@ -272,11 +276,14 @@ BAD_INPUTS = [
      '--mmdet-config checks the official layout'),
     ('tools/visualize_reconstruction.py', [PRETRAIN_CFG, '{greenmim}', 'no.png'],
      'no.png'),
-    # issue 23: geometry caught by the config check, values the component takes
+    # geometry caught by the config check, values the component takes
     (TRAIN, [PRETRAIN_CFG, '--cfg-options', 'train_dataloader.dataset.pipeline.1.scale=100'],
      'not a multiple of the 32 px mask unit'),
     (TRAIN, [PRETRAIN_CFG, '--cfg-options', 'train_dataloader.dataset.pipeline.1.scale=96'],
      'smaller than the window size 4'),
+    (TRAIN, [SWIN_B_FOLDER_CFG, '--data-root', '{photos}', '--cfg-options',
+             'train_dataloader.dataset.pipeline.1.scale=200'],
+     'not a multiple of the 32 px mask unit'),
     (TRAIN, [PRETRAIN_CFG, '--cfg-options', 'model.backbone.window_size=8'],
      'smaller than the window size 8'),
     (TRAIN, [PRETRAIN_CFG, '--cfg-options',

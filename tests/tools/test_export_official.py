@@ -238,6 +238,16 @@ def test_detector_output_norms_have_no_place(tmp_path):
         to_official(model.state_dict())
 
 
+def test_swin_v2_is_named_not_half_exported():
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        backbone = MODELS.build(dict(
+            type='GreenMIMSwinTransformerV2', img_size=64, window_size=4,
+            arch=dict(embed_dims=16, depths=[2, 2, 2, 2], num_heads=[1, 1, 2, 2],
+                      extra_norm_every_n_blocks=0)))
+    with pytest.raises(OfficialCheckpointError, match='a Swin V2 backbone'):
+        to_official(backbone.state_dict())
+
+
 def test_not_a_backbone(tmp_path):
     with pytest.raises(OfficialCheckpointError, match='in the official layout already'):
         to_official({'layers.0.blocks.0.norm1.weight': torch.ones(1)})

@@ -95,6 +95,10 @@ class DeviceRuntimeInfoHook(RuntimeInfoHook):
         self.flush(runner)
         super().before_val(runner)
 
+    def after_train_epoch(self, runner) -> None:
+        self.flush(runner)  # before an epoch's checkpoint (CheckpointHook runs after it)
+        super().after_train_epoch(runner)
+
     def after_train(self, runner) -> None:
         self.flush(runner)
         super().after_train(runner)

@@ -61,6 +61,10 @@ _TWINS_ATTN = ('attn.qkv', 'attn.q', 'attn.kv', 'attn.proj', 'attn.sr', 'attn.no
 
 def backbone_family(keys: List[str]) -> str:
     """``'swin'`` or ``'twins'`` from the keys of this project's backbone state dict."""
+    if any(k.endswith(('.logit_scale', '.cpb_mlp.0.weight')) for k in keys):
+        raise OfficialCheckpointError(
+            'a Swin V2 backbone (logit_scale, cpb_mlp): export writes Swin and Twins only; '
+            "load it into mmpretrain's SwinTransformerV2 as it is (the same keys)")
     if 'patch_embed.projection.weight' in keys and any(
             k.startswith('stages.') for k in keys):
         return 'swin'
