@@ -10,15 +10,16 @@ Swin V2 with the same arguments as ``GreenMIMSwinTransformerV2``.
 """
 from typing import Optional, Tuple
 
-import torch
 from mmpretrain.models.backbones import SwinTransformerV2
 from mmpretrain.models.utils import resize_pos_embed
 from mmpretrain.registry import MODELS
-from torch import Tensor, nn
+from torch import Tensor
+
+from .mask_token import MaskTokenMixin
 
 
 @MODELS.register_module()
-class SimMIMSwinTransformerV2(SwinTransformerV2):
+class SimMIMSwinTransformerV2(MaskTokenMixin, SwinTransformerV2):
     """Swin V2 for SimMIM: masked patch tokens replaced by a learned mask token.
 
     ``forward(img, mask)`` with a ``(B, H / 4, W / 4)`` patch mask (1 = masked, as
@@ -30,18 +31,13 @@ class SimMIMSwinTransformerV2(SwinTransformerV2):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
-
-    def init_weights(self) -> None:
-        super().init_weights()
-        nn.init.trunc_normal_(self.mask_token, mean=0, std=.02)
+        self._init_mask_token(self.embed_dims)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor, ...]:
         if mask is None:
             return super().forward(x)
         x, hw_shape = self.patch_embed(x)  # B, H*W, C
-        w = mask.flatten(1).unsqueeze(-1).type_as(x)  # B, H*W, 1
-        x = x * (1. - w) + self.mask_token.expand(x.shape[0], x.shape[1], -1) * w
+        x = self.replace_masked(x, mask)
         if self.use_abs_pos_embed:
             x = x + resize_pos_embed(self.absolute_pos_embed, self.patch_resolution,
                                      hw_shape, self.interpolate_mode,

@@ -9,16 +9,16 @@ can pretrain a Twins with the same arguments as ``GreenMIMSVT``.
 """
 from typing import Optional, Tuple
 
-import torch
 from mmpretrain.models.backbones import SVT
 from mmpretrain.registry import MODELS
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..backbones.greenmim_twins import set_patch_norms
+from .mask_token import MaskTokenMixin
 
 
 @MODELS.register_module()
-class SimMIMSVT(SVT):
+class SimMIMSVT(MaskTokenMixin, SVT):
     """Twins-SVT for SimMIM: masked patch tokens replaced by a learned mask token.
 
     ``forward(img, mask)`` with a ``(B, H / 4, W / 4)`` patch mask (1 = masked, as
@@ -31,11 +31,7 @@ class SimMIMSVT(SVT):
     def __init__(self, *args, patch_norm_cfg: Optional[dict] = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         set_patch_norms(self, patch_norm_cfg)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims[0]))
-
-    def init_weights(self) -> None:
-        super().init_weights()
-        nn.init.trunc_normal_(self.mask_token, mean=0, std=.02)
+        self._init_mask_token(self.embed_dims[0])
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor, ...]:
         if mask is None:
@@ -45,8 +41,7 @@ class SimMIMSVT(SVT):
         for i in range(self.num_stage):
             x, hw_shape = self.patch_embeds[i](x)  # B, H*W, C
             if i == 0:
-                w = mask.flatten(1).unsqueeze(-1).type_as(x)  # B, H*W, 1
-                x = x * (1. - w) + self.mask_token.expand(batch, x.shape[1], -1) * w
+                x = self.replace_masked(x, mask)
             x = self.position_encoding_drops[i](x)
             for j, layer in enumerate(self.stages[i]):
                 x = layer(x, hw_shape)

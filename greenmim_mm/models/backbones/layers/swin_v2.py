@@ -65,13 +65,8 @@ def qkv_bias_v2(w_msa: WindowMSAV2) -> Optional[Tensor]:
 def visible_swin_v2_block(block: SwinBlockV2, x: Tensor, plan: WindowGroupPlan,
                           backend: str = 'sdpa',
                           layout: Optional[object] = None) -> Tensor:
-    """``SwinBlockV2.forward`` on visible tokens ``(B, N, C) -> (B, N, C)``.
-
-    Mirrors ``SwinBlockV2._inner_forward`` with ``ShiftWindowMSA`` replaced by group
-    window attention over ``plan`` (the plan of this block's stage and effective
-    shift, ``layout`` its :func:`~greenmim_mm.ops.group_attention.attention_layout`);
-    drop path, dropouts and gradient checkpointing are the block's own.
-    """
+    """:func:`~.swin.visible_swin_block` for ``SwinBlockV2``: its residual post-norm,
+    scaled cosine attention and continuous position bias, on visible tokens."""
     attn = block.attn
     w_msa = attn.w_msa
 
