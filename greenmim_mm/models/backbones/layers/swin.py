@@ -64,17 +64,21 @@ def embed_visible_tokens(model: nn.Module, img: Tensor, token_index: Tensor) -> 
     return model.drop_after_pos(x)
 
 
-def check_visible_block(block: SwinBlock) -> Optional[str]:
-    """Why ``block`` cannot run on visible tokens, or None if it can."""
-    if not isinstance(block, SwinBlock):
-        return f'a stage block is a {type(block).__name__}, not a SwinBlock'
+def check_visible_block(block: nn.Module, block_type: type = SwinBlock,
+                        msa_type: type = WindowMSA,
+                        msa_kind: str = 'relative position bias table') -> Optional[str]:
+    """Why ``block`` cannot run on visible tokens, or None if it can: a ``block_type``
+    whose ``ShiftWindowMSA`` wraps a ``msa_type`` (``msa_kind`` says what that is) of the
+    same window (Swin V2 passes its block and attention types)."""
+    if not isinstance(block, block_type):
+        return f'a stage block is a {type(block).__name__}, not a {block_type.__name__}'
     if not isinstance(block.attn, ShiftWindowMSA):
         return f'attention is a {type(block.attn).__name__}, not a ShiftWindowMSA'
-    if not isinstance(block.attn.w_msa, WindowMSA):
+    if not isinstance(block.attn.w_msa, msa_type):
         return (f'window attention is a {type(block.attn.w_msa).__name__}, not a '
-                'WindowMSA (relative position bias table)')
-    if block.attn.w_msa.window_size != (block.attn.window_size, ) * 2:
-        return 'the window of WindowMSA differs from that of ShiftWindowMSA'
+                f'{msa_type.__name__} ({msa_kind})')
+    if tuple(block.attn.w_msa.window_size) != (block.attn.window_size, ) * 2:
+        return f'the window of {msa_type.__name__} differs from that of ShiftWindowMSA'
     return None
 
 

@@ -23,28 +23,21 @@ from typing import Optional
 import torch
 import torch.utils.checkpoint as cp
 from mmpretrain.models.backbones.swin_transformer_v2 import SwinBlockV2
-from mmpretrain.models.utils import ShiftWindowMSA, WindowMSAV2
-from torch import Tensor
+from mmpretrain.models.utils import WindowMSAV2
+from torch import Tensor, nn
 
 from ....ops.group_attention import group_window_attention
 from ....ops.window_plan import WindowGroupPlan
+from .swin import check_visible_block
 
 MAX_LOGIT_SCALE = math.log(1. / 0.01)
 """``WindowMSAV2`` clamps ``logit_scale`` to this before ``exp`` (a scale of 100)."""
 
 
-def check_visible_block_v2(block: SwinBlockV2) -> Optional[str]:
+def check_visible_block_v2(block: nn.Module) -> Optional[str]:
     """Why ``block`` cannot run on visible tokens, or None if it can."""
-    if not isinstance(block, SwinBlockV2):
-        return f'a stage block is a {type(block).__name__}, not a SwinBlockV2'
-    if not isinstance(block.attn, ShiftWindowMSA):
-        return f'attention is a {type(block.attn).__name__}, not a ShiftWindowMSA'
-    if not isinstance(block.attn.w_msa, WindowMSAV2):
-        return (f'window attention is a {type(block.attn.w_msa).__name__}, not a '
-                'WindowMSAV2 (cosine attention, continuous position bias)')
-    if tuple(block.attn.w_msa.window_size) != (block.attn.window_size, ) * 2:
-        return 'the window of WindowMSAV2 differs from that of ShiftWindowMSA'
-    return None
+    return check_visible_block(block, SwinBlockV2, WindowMSAV2,
+                               'cosine attention, continuous position bias')
 
 
 def cpb_bias_table(w_msa: WindowMSAV2) -> Tensor:
