@@ -63,7 +63,24 @@ def narrow(array: np.ndarray) -> Tensor:
 
 
 @dataclass
-class WindowGroupPlan:
+class WindowGroups:
+    """The integers of a window plan, the same in its working and its packed form:
+    ``g`` and ``G`` (``group_size``, ``num_groups``), ``B`` and ``N`` (``batch_size``,
+    ``num_tokens``), the stage geometry (``hw``, ``window_size``, the effective
+    ``shift``), and for reports only ``num_windows`` and ``cost`` of this mask."""
+    group_size: int
+    num_groups: int
+    batch_size: int
+    num_tokens: int
+    hw: Tuple[int, int]
+    window_size: int
+    shift: int
+    num_windows: int
+    cost: float
+
+
+@dataclass
+class WindowGroupPlan(WindowGroups):
     """The plan of one (stage, window size, effective shift) for a batch of masks.
 
     Attributes:
@@ -95,15 +112,6 @@ class WindowGroupPlan:
     seq_pos: Tensor
     block_low: Tensor
     block_high: Tensor
-    group_size: int
-    num_groups: int
-    batch_size: int
-    num_tokens: int
-    hw: Tuple[int, int]
-    window_size: int
-    shift: int
-    num_windows: int
-    cost: float
 
     @property
     def padding(self) -> int:
@@ -244,7 +252,7 @@ def _flex_block_ranges(seq_window: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 @dataclass
-class PackedWindowPlan:
+class PackedWindowPlan(WindowGroups):
     """A :class:`WindowGroupPlan` as it travels from the loader workers: what cannot be
     derived cheaply, in the smallest integer dtypes (:func:`index_dtype`).
 
@@ -255,15 +263,6 @@ class PackedWindowPlan:
     """
     token_slot: Tensor
     slot_key: Tensor
-    group_size: int
-    num_groups: int
-    batch_size: int
-    num_tokens: int
-    hw: Tuple[int, int]
-    window_size: int
-    shift: int
-    num_windows: int
-    cost: float
 
     @property
     def nbytes(self) -> int:
@@ -304,10 +303,7 @@ def unpack_window_plan(packed: PackedWindowPlan) -> WindowGroupPlan:
         token_slot=token_slot, slot_window=slot_window.view(shape),
         slot_pos=slot_pos.view(shape), seq_order=seq_order, seq_window=seq_window,
         seq_pos=seq_key % ws2, block_low=block_low, block_high=block_high,
-        group_size=packed.group_size, num_groups=packed.num_groups,
-        batch_size=packed.batch_size, num_tokens=packed.num_tokens, hw=packed.hw,
-        window_size=packed.window_size, shift=packed.shift,
-        num_windows=packed.num_windows, cost=packed.cost)
+        **{f.name: getattr(packed, f.name) for f in fields(WindowGroups)})
 
 
 def plan_window_groups(coords: Union[Tensor, np.ndarray], hw: Tuple[int, int],
